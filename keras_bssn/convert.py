@@ -1,0 +1,144 @@
+"""Adding spectral normalization to an existing model, and reading its sigmas."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import keras
+
+from keras_bssn import spectral
+from keras_bssn.wrappers import (
+    BidirectionalSpectralNormalization,
+    SpectralNormalization,
+    _NormalizedKernelWrapper,
+)
+
+METHODS = {
+    "sn": SpectralNormalization,
+    "ssn": SpectralNormalization,
+    "bsn": BidirectionalSpectralNormalization,
+    "bssn": BidirectionalSpectralNormalization,
+}
+
+
+def _is_supported(layer: keras.layers.Layer) -> bool:
+    try:
+        spectral.kernel_layout(layer)
+    except ValueError:
+        return False
+    return True
+
+
+def _wrapper_class(method: str) -> type[_NormalizedKernelWrapper]:
+    try:
+        return METHODS[method.lower()]
+    except KeyError:
+        raise ValueError(f"Unknown normalization method {method!r}; choose one of "
+                         f"{sorted(METHODS)}.") from None
+
+
+def spectral_normalize(
+    model: keras.Model,
+    method: str = "bssn",
+    scale: float = 1.0,
+    power_iterations: int = 1,
+    eps: float = 1e-12,
+    layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
+) -> keras.Model:
+    """Returns a copy of a Sequential or functional model with its layers normalized.
+
+    Every supported layer (Dense, EinsumDense, convolutions, transposed and depthwise
+    convolutions, Embedding) for which `layer_filter` returns True is wrapped; the copy starts
+    from the original's weights. Nested Sequential/functional models are converted too. The
+    original model is left untouched.
+
+    Args:
+        model: a built Sequential or functional model.
+        method: "sn" / "ssn" (SpectralNormalization) or "bsn" / "bssn"
+            (BidirectionalSpectralNormalization); the scale is `scale` either way.
+        scale: the constant c.
+        power_iterations: power-iteration steps per training call.
+        eps: floor on sigma.
+        layer_filter: which supported layers to wrap (default: all of them). Unsupported layers
+            are never wrapped.
+
+    Returns:
+        The converted model.
+
+    Raises:
+        ValueError: for a subclassed model (wrap its layers by hand instead), an unbuilt
+            model, or an unknown method.
+
+    Example:
+
+    >>> discriminator = spectral_normalize(discriminator, method="bssn", scale=1.2,
+    ...     layer_filter=lambda layer: layer.name != "logits")
+    """
+    wrapper_class = _wrapper_class(method)
+    if not _is_graph_model(model):
+        raise ValueError(
+            f"spectral_normalize needs a Sequential or functional model; {type(model).__name__} "
+            "is a subclassed model, whose call() cannot be rewired. Wrap its layers by hand "
+            "where they are created, e.g. `self.conv = keras_bssn."
+            "BidirectionalSpectralNormalization(keras.layers.Conv2D(64, 3), scale=1.2)`."
+        )
+    if not model.built:
+        raise ValueError("spectral_normalize needs a built model: give it an Input layer or "
+                         "call it on data first.")
+    selected = layer_filter or (lambda layer: True)
+
+    def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if _is_supported(layer) and selected(layer):
+            return wrapper_class(fresh, scale=scale, power_iterations=power_iterations,
+                                 eps=eps, name=layer.name)
+        return fresh
+
+    converted = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
+    _copy_weights(model, converted)
+    return converted
+
+
+def _is_graph_model(model: keras.Model) -> bool:
+    # Functional models (keras.Model(inputs, outputs)) keep their graph of nodes; subclassed
+    # models have only Python code in call().
+    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+
+
+def _copy_weights(source: keras.Model, target: keras.Model) -> None:
+    for original, copy in zip(source.layers, target.layers):
+        if isinstance(copy, _NormalizedKernelWrapper):
+            copy.layer.set_weights(original.get_weights())
+        elif isinstance(original, keras.Model):
+            _copy_weights(original, copy)
+        else:
+            copy.set_weights(original.get_weights())
+
+
+def normalized_layers(model: keras.layers.Layer) -> list[_NormalizedKernelWrapper]:
+    """Every normalization wrapper inside `model` (nested models included), in order."""
+    return [layer for layer in model._flatten_layers(include_self=True)
+            if isinstance(layer, _NormalizedKernelWrapper)]
+
+
+def collect_sigmas(model: keras.layers.Layer) -> dict:
+    """The current sigma estimates of every wrapped layer, for logging.
+
+    Reads the stored power-iteration vectors without advancing them, so it can run inside a
+    `train_step`. Keys are `sigma/<layer>` for single-view layers and `sigma/<layer>_view1`,
+    `sigma/<layer>_view2` for BSN layers with two views.
+
+    Example:
+
+    >>> {name: float(value) for name, value in collect_sigmas(discriminator).items()}
+    {'sigma/conv1_view1': 1.93, 'sigma/conv1_view2': 2.41, ..., 'sigma/logits': 0.98}
+    """
+    sigmas = {}
+    for layer in normalized_layers(model):
+        estimates = layer.sigma_estimates()
+        if len(estimates) == 1:
+            sigmas[f"sigma/{layer.name}"] = estimates[0]
+        else:
+            for index, estimate in enumerate(estimates):
+                sigmas[f"sigma/{layer.name}_view{index + 1}"] = estimate
+    return sigmas

@@ -1,0 +1,213 @@
+"""Matrix views of a layer's kernel, power iteration, and exact spectral norms.
+
+Everything here is a pure function of its arguments (`keras.ops`, so it runs on any Keras
+backend), except `exact_spectral_norm`, which is a NumPy reference for tests and diagnostics.
+
+The two views follow the BSN paper (Lin, Sekar and Fanti, NeurIPS 2021). With a kernel laid
+out as (*spatial, *in, *out):
+
+- view 1 ("fan-in view", popular SN):   reshape(W, (prod(spatial + in), prod(out)))
+- view 2 (the extra view of BSN):       reshape(swap(in, out), (prod(spatial + out), prod(in)))
+
+A kernel with no spatial axes (Dense, Embedding, EinsumDense) has view 2 equal to the transpose
+of view 1, so both views share one spectral norm and BSN reduces to SN there.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import ops
+
+SUPPORTED_LAYERS = (
+    "Dense",
+    "EinsumDense",
+    "Conv1D",
+    "Conv2D",
+    "Conv3D",
+    "Conv1DTranspose",
+    "Conv2DTranspose",
+    "Conv3DTranspose",
+    "DepthwiseConv1D",
+    "DepthwiseConv2D",
+    "Embedding",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelLayout:
+    """Where a kernel keeps its spatial, input and output axes.
+
+    Args:
+        attribute: name of the layer attribute holding the kernel variable.
+        spatial_axes: kernel axes that slide over the input (empty for dense kernels).
+        in_axes: kernel axes contracted with the input features.
+        out_axes: kernel axes that index output features.
+    """
+
+    attribute: str
+    spatial_axes: tuple[int, ...]
+    in_axes: tuple[int, ...]
+    out_axes: tuple[int, ...]
+
+    @property
+    def has_second_view(self) -> bool:
+        """Whether view 2 differs from a transpose of view 1 (only with spatial axes)."""
+        return bool(self.spatial_axes)
+
+    def view_shapes(self, kernel_shape: Sequence[int]) -> tuple[tuple[int, int], ...]:
+        """The (rows, cols) of view 1 and, if it is distinct, view 2."""
+        spatial = math.prod(kernel_shape[a] for a in self.spatial_axes)
+        fan_in = math.prod(kernel_shape[a] for a in self.in_axes)
+        fan_out = math.prod(kernel_shape[a] for a in self.out_axes)
+        shapes = ((spatial * fan_in, fan_out),)
+        if self.has_second_view:
+            shapes += ((spatial * fan_out, fan_in),)
+        return shapes
+
+
+def _convolution_layout(rank: int, transposed: bool) -> KernelLayout:
+    spatial = tuple(range(rank))
+    # Keras keeps (..., in, out) for convolutions and (..., out, in) for transposed ones.
+    in_axis, out_axis = (rank + 1, rank) if transposed else (rank, rank + 1)
+    return KernelLayout("kernel", spatial, (in_axis,), (out_axis,))
+
+
+def _einsum_layout(equation: str, layer_name: str) -> KernelLayout:
+    match = re.fullmatch(r"([a-zA-Z.]+),([a-zA-Z]+)->([a-zA-Z.]+)", equation.replace(" ", ""))
+    if match is None:
+        raise ValueError(f"EinsumDense layer '{layer_name}' has an equation '{equation}' that "
+                         "is not of the form 'input,kernel->output'.")
+    input_spec, kernel_spec, output_spec = match.groups()
+    in_axes, out_axes = [], []
+    for axis, letter in enumerate(kernel_spec):
+        contracted = letter in input_spec and letter not in output_spec
+        produced = letter in output_spec and letter not in input_spec
+        if not (contracted or produced):
+            raise ValueError(
+                f"EinsumDense layer '{layer_name}' (equation '{equation}') has kernel axis "
+                f"'{letter}' that is neither only contracted with the input nor only present in "
+                "the output, so its kernel has no clear (in, out) split to normalize. Wrap a "
+                "layer whose kernel axes are each either input or output features."
+            )
+        (in_axes if contracted else out_axes).append(axis)
+    return KernelLayout("kernel", (), tuple(in_axes), tuple(out_axes))
+
+
+def kernel_layout(layer: keras.layers.Layer) -> KernelLayout:
+    """Describes the kernel of a supported layer.
+
+    Args:
+        layer: a Dense, EinsumDense, Conv1D/2D/3D, Conv1D/2D/3DTranspose, DepthwiseConv1D/2D or
+            Embedding layer (or a subclass of one).
+
+    Returns:
+        The layer's `KernelLayout`.
+
+    Raises:
+        ValueError: for any other layer, naming it and the supported kinds.
+
+    Example:
+
+    >>> kernel_layout(keras.layers.Conv2DTranspose(8, 3))
+    KernelLayout(attribute='kernel', spatial_axes=(0, 1), in_axes=(3,), out_axes=(2,))
+    """
+    layers = keras.layers
+    transposed = {layers.Conv1DTranspose: 1, layers.Conv2DTranspose: 2, layers.Conv3DTranspose: 3}
+    # Depthwise kernels are (*spatial, in, depth_multiplier): the paper's view applied to the last
+    # two axes, as keras.layers.SpectralNormalization and TF-Addons do.
+    convolutions = {layers.Conv1D: 1, layers.Conv2D: 2, layers.Conv3D: 3,
+                    layers.DepthwiseConv1D: 1, layers.DepthwiseConv2D: 2}
+    for layer_class, rank in transposed.items():
+        if isinstance(layer, layer_class):
+            return _convolution_layout(rank, transposed=True)
+    for layer_class, rank in convolutions.items():
+        if isinstance(layer, layer_class):
+            return _convolution_layout(rank, transposed=False)
+    if isinstance(layer, layers.EinsumDense):
+        return _einsum_layout(layer.equation, layer.name)
+    if isinstance(layer, layers.Dense):
+        return KernelLayout("kernel", (), (0,), (1,))
+    if isinstance(layer, layers.Embedding):
+        # An embedding lookup is one_hot(ids) @ E: rows are inputs, columns outputs.
+        return KernelLayout("embeddings", (), (0,), (1,))
+    raise ValueError(
+        f"Layer '{layer.name}' of type {type(layer).__name__} is not supported by spectral "
+        f"normalization. Supported layer types: {', '.join(SUPPORTED_LAYERS)} (and their "
+        "subclasses). Leave this layer unwrapped, or exclude it with the `layer_filter` of "
+        "`keras_bssn.spectral_normalize`."
+    )
+
+
+def matrix_views(kernel, layout: KernelLayout) -> list:
+    """The matrices whose spectral norms SN (view 1) and BSN (views 1 and 2) divide by.
+
+    Args:
+        kernel: the kernel tensor, laid out as `layout` says.
+        layout: the kernel's `KernelLayout`.
+
+    Returns:
+        `[view_1]` for kernels without spatial axes, else `[view_1, view_2]`.
+    """
+    spatial, ins, outs = layout.spatial_axes, layout.in_axes, layout.out_axes
+    shapes = layout.view_shapes(tuple(kernel.shape))
+    views = [ops.reshape(ops.transpose(kernel, spatial + ins + outs), shapes[0])]
+    if layout.has_second_view:
+        views.append(ops.reshape(ops.transpose(kernel, spatial + outs + ins), shapes[1]))
+    return views
+
+
+def l2_normalize(x, eps: float = 1e-12):
+    """x / max(||x||, eps) over the whole tensor."""
+    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x))), eps)
+
+
+def power_iteration(matrix, u, iterations: int = 1, eps: float = 1e-12):
+    """Advances the power-iteration estimate of the largest singular value of `matrix`.
+
+    One iteration, as in the reference code: v = normalize(u M^T), u' = normalize(v M),
+    sigma = v M u'^T. u and v carry no gradient, so sigma's gradient is v^T u' (Miyato et al.).
+    A zero matrix keeps the previous u (a zero u would never recover) and gives sigma = 0.
+
+    Args:
+        matrix: (rows, cols) tensor.
+        u: (1, cols) current right singular vector estimate.
+        iterations: how many times to advance u (>= 1).
+        eps: floor on norms, avoids division by zero.
+
+    Returns:
+        (sigma, new_u): a scalar and the advanced (1, cols) vector.
+    """
+    for _ in range(iterations):
+        v = ops.stop_gradient(l2_normalize(ops.matmul(u, ops.transpose(matrix)), eps))
+        unnormalized = ops.matmul(v, matrix)
+        norm = ops.sqrt(ops.sum(ops.square(unnormalized)))
+        u = ops.stop_gradient(ops.where(norm > eps, unnormalized / ops.maximum(norm, eps), u))
+    return ops.sum(ops.matmul(v, matrix) * u), u
+
+
+def sigma_from_vector(matrix, u, eps: float = 1e-12):
+    """Estimates the largest singular value from a stored u without advancing it.
+
+    sigma = v M u^T with u normalized and v = normalize(u M^T), i.e. ||M u^T||; u and v carry no
+    gradient. This is what inference uses: the stored vector, never moved.
+    """
+    u = ops.stop_gradient(l2_normalize(u, eps))
+    v = ops.stop_gradient(l2_normalize(ops.matmul(u, ops.transpose(matrix)), eps))
+    return ops.sum(ops.matmul(v, matrix) * u)
+
+
+def exact_spectral_norm(matrix) -> float:
+    """The largest singular value of a matrix, by NumPy SVD (a reference for checks)."""
+    return float(np.linalg.norm(np.asarray(keras.ops.convert_to_numpy(matrix), np.float64), 2))
+
+
+def exact_view_norms(kernel, layout: KernelLayout) -> tuple[float, float]:
+    """The exact spectral norms of view 1 and view 2 of a kernel (equal without spatial axes)."""
+    norms = [exact_spectral_norm(view) for view in matrix_views(kernel, layout)]
+    return norms[0], norms[-1]
