@@ -22,6 +22,10 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+# Not public: Layer.__call__ enters a float16 autocast scope around a top-level mixed-precision
+# layer even when its `autocast` is False, and the power iteration must read the float32 kernel.
+from keras.src.backend import AutocastScope
+
 from keras_bssn import spectral
 
 _PACKAGE = "keras_bssn"
@@ -61,9 +65,10 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
             self.add_weight(
                 name=f"u_view{index + 1}",
                 shape=(1, cols),
-                initializer=keras.initializers.RandomNormal(),
+                initializer=keras.initializers.RandomNormal(stddev=1.0),
                 trainable=False,
                 dtype="float32",
+                autocast=False,
                 aggregation="only_first_replica",
             )
             for index, (_, cols) in enumerate(view_shapes)
@@ -80,7 +85,8 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
         return variable
 
     def _raw_kernel(self):
-        return ops.cast(self._kernel_variable().value, "float32")
+        with AutocastScope(None):
+            return ops.cast(self._kernel_variable().value, "float32")
 
     def _view_sigmas(self, kernel, training: bool) -> list:
         """One sigma per view; advances the stored vectors only when training."""

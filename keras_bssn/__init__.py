@@ -1,0 +1,16 @@
+"""keras_bssn: spectral normalization (SN, SSN, BSN, BSSN) for Keras 3 layers."""
+
+from keras_bssn import constraints, spectral
+from keras_bssn.convert import collect_sigmas, spectral_normalize
+from keras_bssn.wrappers import BidirectionalSpectralNormalization, SpectralNormalization
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BidirectionalSpectralNormalization",
+    "SpectralNormalization",
+    "collect_sigmas",
+    "constraints",
+    "spectral",
+    "spectral_normalize",
+]

@@ -1,0 +1,294 @@
+"""SN/BSN wrapper semantics, checked against NumPy (runs under any Keras backend)."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization, spectral
+from tests.keras_bssn.layer_cases import CASE_IDS, LAYER_CASES, make_input
+from tests.keras_bssn.autodiff import gradient
+
+WRAPPERS = [SpectralNormalization, BidirectionalSpectralNormalization]
+
+
+def _built(wrapper_class, factory, shape, integer, **kwargs):
+    wrapper = wrapper_class(factory(), **kwargs)
+    wrapper(make_input(shape, integer))
+    return wrapper
+
+
+def _kernel(wrapper):
+    return ops.convert_to_numpy(wrapper._kernel_variable().value)
+
+
+def _vectors(wrapper):
+    return [ops.convert_to_numpy(vector.value) for vector in wrapper.vectors]
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_sigma_converges_to_numpy_svd_and_effective_norm_is_scale(case, wrapper_class):
+    _, factory, shape, integer = case
+    wrapper = _built(wrapper_class, factory, shape, integer, scale=1.7, power_iterations=60)
+    for _ in range(3):
+        wrapper(make_input(shape, integer), training=True)
+
+    views = spectral.matrix_views(_kernel(wrapper), wrapper.layout)
+    exact = [np.linalg.svd(ops.convert_to_numpy(view), compute_uv=False)[0] for view in views]
+    estimates = [float(sigma) for sigma in wrapper.sigma_estimates()]
+    assert len(estimates) == (2 if wrapper_class is BidirectionalSpectralNormalization
+                              and wrapper.layout.spatial_axes else 1)
+    np.testing.assert_allclose(estimates, exact[: len(estimates)], rtol=1e-3)
+
+    effective = ops.convert_to_numpy(wrapper.effective_kernel())
+    effective_norms = [np.linalg.svd(ops.convert_to_numpy(view), compute_uv=False)[0]
+                       for view in spectral.matrix_views(effective, wrapper.layout)]
+    if wrapper_class is SpectralNormalization:
+        np.testing.assert_allclose(effective_norms[0], 1.7, rtol=1e-3)
+    else:
+        # BSN divides by the mean of the views' norms, so the views' norms average to c.
+        np.testing.assert_allclose(np.mean(effective_norms), 1.7, rtol=1e-3)
+
+
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_forward_pass_uses_the_normalized_kernel(case):
+    _, factory, shape, integer = case
+    wrapper = _built(BidirectionalSpectralNormalization, factory, shape, integer, scale=1.3)
+    x = make_input(shape, integer, seed=5)
+    plain = factory()
+    plain(x)
+    plain.set_weights(wrapper.layer.get_weights())
+    kernel_name = wrapper.layout.attribute
+    getattr(plain, kernel_name).assign(wrapper.effective_kernel())
+    np.testing.assert_allclose(ops.convert_to_numpy(wrapper(x)),
+                               ops.convert_to_numpy(plain(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_view_layout_of_transposed_convolution_puts_output_channels_last():
+    layer = keras.layers.Conv2DTranspose(5, 3)
+    layer.build((None, 4, 4, 2))
+    kernel = ops.convert_to_numpy(layer.kernel)  # (kh, kw, out=5, in=2)
+    view_1, view_2 = spectral.matrix_views(kernel, spectral.kernel_layout(layer))
+    np.testing.assert_array_equal(ops.convert_to_numpy(view_1),
+                                  kernel.transpose(0, 1, 3, 2).reshape(3 * 3 * 2, 5))
+    np.testing.assert_array_equal(ops.convert_to_numpy(view_2), kernel.reshape(3 * 3 * 5, 2))
+
+
+def test_dense_bsn_equals_sn():
+    x = make_input((5,), False)
+    sn = SpectralNormalization(keras.layers.Dense(4), scale=1.5)
+    bsn = BidirectionalSpectralNormalization(keras.layers.Dense(4), scale=1.5)
+    sn(x), bsn(x)
+    bsn.set_weights(sn.get_weights())
+    np.testing.assert_allclose(ops.convert_to_numpy(sn(x, training=True)),
+                               ops.convert_to_numpy(bsn(x, training=True)), rtol=1e-6)
+    assert len(bsn.vectors) == 1
+
+
+def _numpy_power_iteration(matrix, u, iterations):
+    for _ in range(iterations):
+        v = u @ matrix.T
+        v /= np.linalg.norm(v)
+        u = v @ matrix
+        u /= np.linalg.norm(u)
+    return u
+
+
+@pytest.mark.parametrize("iterations", [1, 3])
+def test_training_call_advances_vectors_exactly_power_iterations_times(iterations):
+    wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(6, 3),
+                     (7, 7, 4), False, power_iterations=iterations)
+    before = _vectors(wrapper)
+    views = [ops.convert_to_numpy(view)
+             for view in spectral.matrix_views(_kernel(wrapper), wrapper.layout)]
+    wrapper(make_input((7, 7, 4), False), training=True)
+    for view, u_before, u_after in zip(views, before, _vectors(wrapper)):
+        np.testing.assert_allclose(u_after, _numpy_power_iteration(view, u_before, iterations),
+                                   rtol=1e-4, atol=1e-6)
+        assert not np.allclose(u_after, _numpy_power_iteration(view, u_before, iterations + 1),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_inference_does_not_move_vectors_but_still_normalizes():
+    wrapper = _built(SpectralNormalization, lambda: keras.layers.Dense(6), (5,), False,
+                     scale=2.0)
+    before = _vectors(wrapper)
+    x = make_input((5,), False)
+    outputs = ops.convert_to_numpy(wrapper(x))
+    outputs_training_false = ops.convert_to_numpy(wrapper(x, training=False))
+    for u_before, u_after in zip(before, _vectors(wrapper)):
+        np.testing.assert_array_equal(u_before, u_after)
+    unnormalized = x @ _kernel(wrapper) + ops.convert_to_numpy(wrapper.layer.bias)
+    assert not np.allclose(outputs, unnormalized)
+    np.testing.assert_allclose(outputs, outputs_training_false)
+
+
+def test_inside_a_model_fit_advances_and_predict_does_not():
+    model = keras.Sequential([keras.Input((5,)),
+                              SpectralNormalization(keras.layers.Dense(3), name="sn")])
+    model.compile(optimizer="sgd", loss="mse")
+    x, y = make_input((5,), False, batch=8), np.zeros((8, 3), "float32")
+    before = _vectors(model.get_layer("sn"))
+    model.predict(x, verbose=0)
+    np.testing.assert_array_equal(before[0], _vectors(model.get_layer("sn"))[0])
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert not np.allclose(before[0], _vectors(model.get_layer("sn"))[0])
+
+
+def test_kernel_variable_keeps_unnormalized_weights():
+    wrapper = _built(SpectralNormalization, lambda: keras.layers.Dense(6), (5,), False,
+                     scale=0.5)
+    kernel_before = _kernel(wrapper)
+    for _ in range(3):
+        wrapper(make_input((5,), False), training=True)
+    np.testing.assert_array_equal(kernel_before, _kernel(wrapper))
+
+
+def test_dense_gradient_matches_closed_form():
+    """d/dW sum(r * (x (cW/sigma))) with sigma = v^T W u and u, v held fixed, by hand."""
+    scale = 1.4
+    wrapper = _built(SpectralNormalization, lambda: keras.layers.Dense(4, use_bias=False),
+                     (6,), False, scale=scale)
+    x = make_input((6,), False, batch=3, seed=1)
+    r = np.random.default_rng(2).standard_normal((3, 4)).astype("float32")
+    kernel = _kernel(wrapper).astype(np.float64)
+    u = _vectors(wrapper)[0].astype(np.float64)
+    u /= np.linalg.norm(u)
+    v = u @ kernel.T
+    v /= np.linalg.norm(v)
+    sigma = (v @ kernel @ u.T).item()
+    upstream = x.T.astype(np.float64) @ r  # d loss / d W_hat
+    expected = scale / sigma * upstream - scale / sigma**2 * np.sum(upstream * kernel) * (
+        v.T @ u)
+
+    def loss(kernel_value):
+        mapping = [(wrapper._kernel_variable(), kernel_value)]
+        with keras.StatelessScope(state_mapping=mapping):
+            return ops.sum(wrapper(x, training=False) * r)
+
+    np.testing.assert_allclose(gradient(loss, wrapper._kernel_variable().value), expected,
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_gradient_matches_reference_formula_with_fixed_vectors(case, wrapper_class):
+    """Autodiff through the wrapper equals autodiff of c W / sigma(W) built independently."""
+    _, factory, shape, integer = case
+    scale = 1.2
+    wrapper = _built(wrapper_class, factory, shape, integer, scale=scale)
+    x = make_input(shape, integer, seed=3)
+    plain = factory()
+    plain(x)
+    plain.set_weights(wrapper.layer.get_weights())
+    kernel_variable = wrapper._kernel_variable()
+    plain_kernel = getattr(plain, wrapper.layout.attribute)
+    weights = np.random.default_rng(4).standard_normal(
+        ops.convert_to_numpy(wrapper(x)).shape).astype("float32")
+
+    # Constant singular-vector estimates, from NumPy.
+    fixed = []
+    for view, u in zip(spectral.matrix_views(_kernel(wrapper), wrapper.layout),
+                       _vectors(wrapper)):
+        u = u / np.linalg.norm(u)
+        v = u @ ops.convert_to_numpy(view).T
+        fixed.append((u, v / np.linalg.norm(v)))
+
+    def reference_loss(kernel_value):
+        views = spectral.matrix_views(kernel_value, wrapper.layout)
+        sigmas = [ops.sum(ops.matmul(v, view) * u) for view, (u, v) in zip(views, fixed)]
+        normalized = scale * kernel_value / ops.mean(ops.stack(sigmas))
+        with keras.StatelessScope(state_mapping=[(plain_kernel, normalized)]):
+            return ops.sum(plain(x) * weights)
+
+    def wrapper_loss(kernel_value):
+        with keras.StatelessScope(state_mapping=[(kernel_variable, kernel_value)]):
+            return ops.sum(wrapper(x, training=False) * weights)
+
+    kernel_value = kernel_variable.value
+    np.testing.assert_allclose(gradient(wrapper_loss, kernel_value),
+                               gradient(reference_loss, kernel_value), rtol=2e-4, atol=1e-6)
+
+
+def test_zero_kernel_gives_zeros_not_nan_and_recovers():
+    wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(4, 3),
+                     (6, 6, 2), False)
+    wrapper.layer.kernel.assign(np.zeros(wrapper.layer.kernel.shape, "float32"))
+    vectors_before = _vectors(wrapper)
+    x = make_input((6, 6, 2), False)
+    for training in (True, False):
+        outputs = ops.convert_to_numpy(wrapper(x, training=training))
+        assert np.all(np.isfinite(outputs))
+        np.testing.assert_array_equal(outputs, np.broadcast_to(
+            ops.convert_to_numpy(wrapper.layer.bias), outputs.shape))
+    for before, after in zip(vectors_before, _vectors(wrapper)):
+        np.testing.assert_array_equal(before, after)  # a zero u would never recover
+    wrapper.layer.kernel.assign(np.random.default_rng(0).standard_normal(
+        wrapper.layer.kernel.shape).astype("float32"))
+    wrapper(x, training=True)
+    assert all(float(sigma) > 0 for sigma in wrapper.sigma_estimates())
+
+
+def test_mixed_precision_keeps_power_iteration_in_float32():
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(8, 3),
+                         (6, 6, 3), False, scale=1.2)
+        outputs = wrapper(make_input((6, 6, 3), False), training=True)
+        assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
+        assert all(vector.dtype == "float32" for vector in wrapper.vectors)
+        assert wrapper.layer.kernel.dtype == "float32"
+        assert all(keras.backend.standardize_dtype(sigma.dtype) == "float32"
+                   for sigma in wrapper.sigma_estimates())
+        assert np.all(np.isfinite(ops.convert_to_numpy(outputs)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+def test_unsupported_layer_is_refused_with_the_supported_kinds():
+    with pytest.raises(ValueError, match=r"LayerNormalization.*Supported layer types: Dense"):
+        SpectralNormalization(keras.layers.LayerNormalization(name="norm"))
+
+
+def test_einsum_dense_without_clear_split_is_refused():
+    with pytest.raises(ValueError, match="no clear \\(in, out\\) split"):
+        SpectralNormalization(keras.layers.EinsumDense("abc,bcd->abd", (None, 4)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scale": 0.0}, "scale"),
+    ({"power_iterations": 0}, "power_iterations"),
+    ({"eps": -1.0}, "eps"),
+])
+def test_bad_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SpectralNormalization(keras.layers.Dense(2), **kwargs)
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+def test_config_round_trip(wrapper_class):
+    wrapper = wrapper_class(keras.layers.Conv2D(4, 3), scale=1.6, power_iterations=2, eps=1e-8,
+                            name="d1")
+    clone = wrapper_class.from_config(wrapper.get_config())
+    assert (clone.scale, clone.power_iterations, clone.eps, clone.name) == (1.6, 2, 1e-8, "d1")
+    assert isinstance(clone.layer, keras.layers.Conv2D) and clone.layer.filters == 4
+
+
+def test_keras_file_round_trip_reproduces_outputs_and_vectors(tmp_path):
+    inputs = keras.Input((8, 8, 3))
+    hidden = BidirectionalSpectralNormalization(keras.layers.Conv2D(4, 3), scale=1.3)(inputs)
+    outputs = SpectralNormalization(keras.layers.Dense(1))(keras.layers.Flatten()(hidden))
+    model = keras.Model(inputs, outputs)
+    x = make_input((8, 8, 3), False, batch=4)
+    for _ in range(3):
+        model(x, training=True)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    np.testing.assert_array_equal(ops.convert_to_numpy(model(x)),
+                                  ops.convert_to_numpy(restored(x)))
+    for original, loaded in zip(model.non_trainable_weights, restored.non_trainable_weights):
+        np.testing.assert_array_equal(ops.convert_to_numpy(original.value),
+                                      ops.convert_to_numpy(loaded.value))
+    assert len(restored.non_trainable_weights) == 3  # u of 2 views + u of the dense layer
