@@ -61,18 +61,24 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
         view_shapes = self.layout.view_shapes(kernel_shape)[: self._num_views()]
         # ONLY_FIRST_REPLICA: every replica computes the same u from the same mirrored kernel;
         # taking the first replica's value keeps the copies bit-identical without an all-reduce.
-        self.vectors = [
-            self.add_weight(
-                name=f"u_view{index + 1}",
+        # One attribute per vector (not a list) so that tf.train.Checkpoint tracks them too.
+        for index, (_, cols) in enumerate(view_shapes):
+            name = f"u_view{index + 1}"
+            setattr(self, name, self.add_weight(
+                name=name,
                 shape=(1, cols),
                 initializer=keras.initializers.RandomNormal(stddev=1.0),
                 trainable=False,
                 dtype="float32",
                 autocast=False,
                 aggregation="only_first_replica",
-            )
-            for index, (_, cols) in enumerate(view_shapes)
-        ]
+            ))
+        self._num_vectors = len(view_shapes)
+
+    @property
+    def vectors(self) -> list[keras.Variable]:
+        """The persistent power-iteration vectors u, one per view (non-trainable weights)."""
+        return [getattr(self, f"u_view{index + 1}") for index in range(self._num_vectors)]
 
     def _kernel_variable(self) -> keras.Variable:
         variable = getattr(self.layer, self.layout.attribute)

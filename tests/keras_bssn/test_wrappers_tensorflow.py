@@ -96,3 +96,16 @@ def test_model_export_reproduces_outputs_in_a_process_without_keras_bssn(tmp_pat
                             timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().endswith("ok")
+
+
+def test_tf_train_checkpoint_restores_power_iteration_vectors(tmp_path):
+    model = _discriminator()
+    x = np.random.default_rng(3).standard_normal((2, 8, 8, 3)).astype("float32")
+    for _ in range(3):
+        model(x, training=True)
+    path = tf.train.Checkpoint(model=model).write(str(tmp_path / "ckpt"))
+    restored = _discriminator()
+    tf.train.Checkpoint(model=restored).read(path).assert_existing_objects_matched()
+    assert len(model.non_trainable_weights) == 3
+    for original, loaded in zip(model.non_trainable_weights, restored.non_trainable_weights):
+        np.testing.assert_array_equal(original.numpy(), loaded.numpy())

@@ -1,0 +1,79 @@
+"""The reference networks: shapes, normalization of every D layer, initializers."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization
+from training.networks import build_networks
+from training.networks.cnn import cnn_discriminator, cnn_generator
+
+# (kernel shape, strides) of the reference CIFAR discriminator, in order (paper.md).
+CIFAR_D_KERNELS = [((3, 3, 3, 64), 1), ((4, 4, 64, 64), 2), ((3, 3, 64, 128), 1),
+                   ((4, 4, 128, 128), 2), ((3, 3, 128, 256), 1), ((4, 4, 256, 256), 2),
+                   ((3, 3, 256, 512), 1)]
+
+
+@pytest.mark.parametrize("image_size, base", [(32, 4), (48, 6), (64, 8)])
+def test_cnn_generator_shapes(image_size, base):
+    generator = cnn_generator(image_size, latent_dim=128)
+    assert generator.layers[1].units == base * base * 512
+    images = keras.ops.convert_to_numpy(generator(np.random.randn(2, 128).astype("float32")))
+    assert images.shape == (2, image_size, image_size, 3)
+    assert images.min() >= -1 and images.max() <= 1
+    kernels = [layer.kernel.shape for layer in generator.layers
+               if isinstance(layer, keras.layers.Conv2DTranspose)]
+    assert kernels == [(4, 4, 256, 512), (4, 4, 128, 256), (4, 4, 64, 128), (3, 3, 3, 64)]
+    assert all(layer.synchronized for layer in generator.layers
+               if isinstance(layer, keras.layers.BatchNormalization))
+
+
+def test_cnn_discriminator_matches_the_reference_and_normalizes_every_layer():
+    discriminator = cnn_discriminator(32, norm="bssn", scale=1.3)
+    wrapped = [layer for layer in discriminator.layers
+               if isinstance(layer, (SpectralNormalization, BidirectionalSpectralNormalization))]
+    convs = [layer.layer for layer in wrapped if isinstance(layer.layer, keras.layers.Conv2D)]
+    assert [(tuple(conv.kernel.shape), conv.strides[0]) for conv in convs] == CIFAR_D_KERNELS
+    assert len(wrapped) == 8 and all(layer.scale == 1.3 for layer in wrapped)
+    assert isinstance(wrapped[-1].layer, keras.layers.Dense)
+    leaky = [layer for layer in discriminator.layers if isinstance(layer, keras.layers.LeakyReLU)]
+    assert len(leaky) == 7 and all(abs(layer.negative_slope - 0.1) < 1e-7 for layer in leaky)
+    assert discriminator.output_shape == (None, 1)
+    stddevs = [np.std(keras.ops.convert_to_numpy(conv.kernel)) for conv in convs[3:]]
+    np.testing.assert_allclose(stddevs, 0.02 * 0.88, rtol=0.05)  # truncated normal, 2 sigma
+
+
+def test_unnormalized_discriminator_has_plain_layers():
+    discriminator = cnn_discriminator(32, norm="none")
+    assert not any(isinstance(layer, (SpectralNormalization, BidirectionalSpectralNormalization))
+                   for layer in discriminator.layers)
+
+
+@pytest.mark.parametrize("arch, size", [("resnet", 32), ("cnn", 8)])
+def test_build_networks_round_trip(arch, size):
+    generator, discriminator = build_networks(arch, size, latent_dim=16, norm="sn")
+    images = generator(np.random.randn(3, 16).astype("float32"))
+    assert tuple(images.shape) == (3, size, size, 3)
+    assert tuple(discriminator(images, training=True).shape) == (3, 1)
+
+
+def test_resnet_discriminator_sums_pools_and_serializes(tmp_path):
+    _, discriminator = build_networks("resnet", 32, norm="bssn", scale=1.2)
+    path = tmp_path / "d.keras"
+    discriminator.save(path)
+    restored = keras.saving.load_model(path)
+    x = np.random.default_rng(0).standard_normal((2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(discriminator(x)),
+                               keras.ops.convert_to_numpy(restored(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"arch": "vit"}, "Unknown architecture"),
+    ({"norm": "weightnorm"}, "Unknown normalization"),
+    ({"norm": "none", "scale": 2.0}, "norm='none'"),
+    ({"image_size": 30}, "divisible by 8"),
+])
+def test_bad_settings_are_refused(kwargs, message):
+    settings = {"arch": "cnn", "image_size": 32, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_networks(settings.pop("arch"), settings.pop("image_size"), **settings)

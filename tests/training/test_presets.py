@@ -1,0 +1,37 @@
+"""The paper's grid as presets, and flag overrides."""
+
+import pytest
+
+from training.presets import PRESETS, TrainConfig, preset
+from training.train import build_parser, resolve_config
+
+
+def test_grid_covers_the_paper():
+    for dataset in ("cifar10", "stl10", "celeba"):
+        for norm in ("sn", "ssn", "bsn", "bssn"):
+            assert f"{dataset}-cnn-{norm}" in PRESETS
+        for norm in ("sn", "bsn"):
+            assert preset(f"{dataset}-cnn-{norm}-ndis5").n_dis == 5
+            assert preset(f"{dataset}-cnn-{norm}-ndis5").beta2 == 0.9
+            assert preset(f"{dataset}-cnn-{norm}-g2e-4-d1e-4").g_lr == 2e-4
+    imagenet = preset("imagenet-resnet-bssn")
+    assert (imagenet.arch, imagenet.image_size, imagenet.batch_size,
+            imagenet.generator_batch_size, imagenet.beta1, imagenet.n_dis) == (
+        "resnet", 128, 16, 32, 0.0, 5)
+    assert preset("stl10-cnn-bssn").image_size == 48
+    assert preset("celeba-cnn-sn").dataset == "celeb_a"
+
+
+def test_flags_override_the_preset():
+    args = build_parser().parse_args(["--preset", "cifar10-cnn-bssn", "--scale", "1.6",
+                                      "--steps", "10", "--n-dis", "2", "--dataset", "folder"])
+    config = resolve_config(args)
+    assert (config.scale, config.steps, config.n_dis, config.dataset) == (1.6, 10, 2, "folder")
+    assert config.norm == "bssn"
+
+
+def test_unknown_preset_and_keys():
+    with pytest.raises(ValueError, match="Unknown preset 'cifar100'"):
+        preset("cifar100")
+    with pytest.raises(ValueError, match="Unknown config keys \\['colour'\\]"):
+        TrainConfig.from_dict({"colour": "red"})
