@@ -1,0 +1,130 @@
+"""The training command end to end: run folder, resume, refusals, NaN stop, export."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import losses, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def images_npz(tmp_path_factory) -> Path:
+    """A tiny data set of 8x8 images: smooth blobs, so the networks have something to learn."""
+    rng = np.random.default_rng(0)
+    grid = np.stack(np.meshgrid(np.arange(8), np.arange(8), indexing="ij"), -1)
+    centres = rng.uniform(1, 7, (64, 1, 1, 2))
+    blobs = np.exp(-np.sum((grid[None] - centres) ** 2, -1) / 4.0)
+    colours = rng.uniform(0, 1, (64, 1, 1, 3))
+    images = (255 * blobs[..., None] * colours).astype(np.uint8)
+    path = tmp_path_factory.mktemp("data") / "blobs.npz"
+    np.savez(path, x=images)
+    return path
+
+
+def _args(images_npz, out, steps, *extra):
+    return ["--preset", "cifar10-cnn-bssn", "--dataset", "npz", "--data-dir", str(images_npz),
+            "--image-size", "8", "--batch-size", "8", "--steps", str(steps), "--log-every", "2",
+            "--sample-every", "2", "--checkpoint-every", "2", "--fid-every", "0",
+            "--out", str(out), *extra]
+
+
+def test_train_writes_the_run_folder_and_resumes(images_npz, tmp_path):
+    out, saved = tmp_path / "run", tmp_path / "saved_models"
+    assert train.main(_args(images_npz, out, 4, "--saved-models", str(saved))) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["norm"], config["scale"], config["steps"]) == ("bssn", 1.2, 4)
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 2
+    for column in ("d_loss", "g_loss", "d_real", "d_fake", "grad_norm_real", "sigma/logits",
+                   "sigma/conv1_view1", "sigma/conv1_view2"):
+        assert np.isfinite(float(rows[-1][column])), column
+    assert sorted(p.name for p in (out / "samples").glob("*.png")) == [
+        "step_0000002.png", "step_0000004.png"]
+    assert (out / "checkpoints" / "checkpoint").exists()
+    assert list((out / "logs").glob("events.out.tfevents.*"))
+    assert (saved / "run" / "saved_model.pb").exists()
+
+    # The same command with more steps continues from step 4.
+    assert train.main(_args(images_npz, out, 6, "--saved-models", str(saved))) == 0
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert len(rows) == 3
+    metadata = json.loads((saved / "run" / "assets" / "keras_bssn_export.json").read_text())
+    assert metadata["step"] == 6
+
+
+def test_changed_config_is_refused_unless_forced(images_npz, tmp_path):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+    with pytest.raises(SystemExit, match="scale: 1.2 -> 1.6"):
+        train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6"))
+    assert train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6",
+                            "--force")) == 0
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, tmp_path,
+                                                                   capsys, monkeypatch):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+    # Adam's normalized steps and SN keep this small GAN finite at any learning rate, so the
+    # divergence is injected: the discriminator loss turns NaN from here on.
+    hinge = losses.discriminator_loss
+    monkeypatch.setattr(losses, "discriminator_loss",
+                        lambda *args: tuple(term * float("nan") for term in hinge(*args)))
+    code = train.main(_args(images_npz, out, 6, "--no-export"))
+    assert code == train.EXIT_NON_FINITE
+    assert "The last good checkpoint is" in capsys.readouterr().err
+    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.index"))
+    assert checkpoints == ["ckpt-2.index"]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint(images_npz, tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "training.train",
+               *_args(images_npz, out, 400, "--no-export")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "checkpoints").glob("ckpt-4.index")):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert list((out / "checkpoints").glob("ckpt-*.index")), process.stderr.read()[-2000:]
+
+    # Resume with a nearer target (the same 400 steps would only take longer).
+    resumed = subprocess.run(
+        [sys.executable, "-m", "training.train", *_args(images_npz, out, 8, "--no-export")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Resuming" in resumed.stdout
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits(images_npz, tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "training.train", *_args(images_npz, out, 10_000, "--no-export",
+                                                        "--checkpoint-every", "1000")],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list((out / "samples").glob("step_0000004.png")):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == train.EXIT_INTERRUPTED, stderr[-3000:]
+    assert "Run the same command to resume" in stderr
+    assert list((out / "checkpoints").glob("ckpt-*.index"))

@@ -1,0 +1,71 @@
+"""PNG grids (and TensorBoard images) of the generator's samples at a fixed latent batch."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+from training.images import save_grid_png
+
+
+def to_uint8(images) -> np.ndarray:
+    """Images in [-1, 1] to uint8 in [0, 255]."""
+    images = np.asarray(keras.ops.convert_to_numpy(images), np.float32)
+    return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+class SampleGridCallback(keras.callbacks.Callback):
+    """Every `every_n_steps` generator steps, saves `samples/step_XXXXXXX.png`.
+
+    The latent batch is fixed for the whole run (drawn from `seed`), so successive grids show
+    the same latents as training goes on. Uses the GAN's `sampling_generator` (its EMA weights
+    when enabled) in inference mode.
+
+    Args:
+        out_dir: folder for the PNG files.
+        every_n_steps: how often, in train steps; also at the end of training.
+        num_images: grid size.
+        seed: seed of the fixed latent batch.
+        summary_writer: optional `tf.summary` writer for TensorBoard images.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, every_n_steps: int = 1000,
+                 num_images: int = 64, seed: int = 0, summary_writer=None):
+        super().__init__()
+        self.out_dir = os.fspath(out_dir)
+        self.every_n_steps = every_n_steps
+        self.num_images = num_images
+        self.seed = seed
+        self.summary_writer = summary_writer
+        self._last_step = None
+
+    def _latents(self) -> np.ndarray:
+        rng = np.random.default_rng(self.seed)
+        return rng.standard_normal((self.num_images, self.model.latent_dim)).astype("float32")
+
+    def save(self, step: int) -> str:
+        """Writes the grid for `step` and returns its path."""
+        generator = self.model.sampling_generator
+        images = to_uint8(generator.predict(self._latents(), verbose=0,
+                                            batch_size=self.num_images))
+        path = os.path.join(self.out_dir, f"step_{step:07d}.png")
+        save_grid_png(images, path)
+        if self.summary_writer is not None:
+            import tensorflow as tf
+
+            with self.summary_writer.as_default(step=step):
+                tf.summary.image("samples", images[:16], max_outputs=16)
+        self._last_step = step
+        return path
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.g_optimizer.iterations)
+        if step % self.every_n_steps == 0 and step != self._last_step:
+            self.save(step)
+
+    def on_train_end(self, logs=None):
+        step = int(self.model.g_optimizer.iterations)
+        if step != self._last_step:
+            self.save(step)

@@ -1,0 +1,279 @@
+"""Picking a `tf.distribute` strategy, and the glue that makes our GAN train under it.
+
+* `make_strategy`: a strategy by name (`auto`, `default`, `one_device`, `mirrored`,
+  `multi_worker`, `tpu`), with clear errors for a missing TPU or a bad `TF_CONFIG`.
+* `MultiWorkerFitMixin`: the two fixes Keras 3.15's `Model.fit` needs under
+  `MultiWorkerMirroredStrategy` (https://github.com/keras-team/keras/issues/20585), and the one
+  a model whose `call` does not take the training data (a GAN) needs under any strategy.
+* `global_batch_loss` and `replica_latents`: the loss scaling and the latent draw a custom
+  `train_step` needs to give the same updates on 1 or N replicas.
+
+Under a strategy, `fit` runs `train_step` once per replica on that replica's slice of the
+global batch and sums the replicas' gradients (`all_reduce(SUM)` in the optimizer). So each
+replica divides its summed per-example loss by the *global* batch size (`global_batch_loss`):
+the summed gradients then equal the gradient of the mean loss over the global batch, exactly
+as on one device. And every replica must draw *different* latent vectors; `replica_latents`
+draws them so that the global batch of latents does not depend on the number of replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
+
+_TF_CONFIG_EXAMPLE = (
+    'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+    '"task": {"type": "worker", "index": 0}}\''
+)
+
+
+def make_strategy(name: str = "auto", devices: Sequence[str] | None = None
+                  ) -> tf.distribute.Strategy:
+    """Returns the `tf.distribute.Strategy` called `name`.
+
+    Args:
+        name: one of
+            * `"auto"`: `MirroredStrategy` over all GPUs when there are several, else the
+              default strategy.
+            * `"default"`: TensorFlow's default (no-op) strategy: one device, no replicas.
+            * `"one_device"`: `OneDeviceStrategy` on `devices[0]`, or the first GPU, or the CPU.
+            * `"mirrored"`: `MirroredStrategy` over `devices`; without `devices`, over all
+              GPUs, or, on a machine without GPUs, over all logical CPUs. There are several
+              logical CPUs only where they were configured explicitly
+              (`tf.config.set_logical_device_configuration`, as the tests do), so an ordinary
+              CPU machine gets one replica.
+            * `"multi_worker"`: `MultiWorkerMirroredStrategy` for the cluster in the
+              `TF_CONFIG` environment variable. It must be created at the start of the
+              program, before any other TensorFlow op runs. Models trained with `fit` under it
+              need `MultiWorkerFitMixin`.
+            * `"tpu"`: `TPUStrategy` for the TPU that `TPUClusterResolver` finds (e.g. from
+              `TPU_NAME`); it connects to the TPU and initializes it.
+        devices: device names, for `"mirrored"` and `"one_device"` only.
+
+    Raises:
+        ValueError: for an unknown name, `devices` given for another strategy, or a missing or
+            malformed `TF_CONFIG`.
+        RuntimeError: for `"tpu"` when no TPU can be found.
+    """
+    if name not in STRATEGY_NAMES:
+        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}.")
+    if devices is not None and name not in ("mirrored", "one_device"):
+        raise ValueError(f"`devices` applies to 'mirrored' and 'one_device' only, not {name!r}.")
+    if name == "auto":
+        if len(tf.config.list_logical_devices("GPU")) > 1:
+            return tf.distribute.MirroredStrategy()
+        return tf.distribute.get_strategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "one_device":
+        return _one_device_strategy(devices)
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(list(devices) if devices else _mirrored_devices())
+    if name == "multi_worker":
+        _check_tf_config(os.environ.get("TF_CONFIG"))
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return _tpu_strategy()
+
+
+def _one_device_strategy(devices: Sequence[str] | None) -> tf.distribute.Strategy:
+    if devices is not None and len(devices) != 1:
+        raise ValueError(f"'one_device' takes exactly one device, got {list(devices)}.")
+    if devices:
+        return tf.distribute.OneDeviceStrategy(devices[0])
+    gpus = tf.config.list_logical_devices("GPU")
+    return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def _mirrored_devices() -> list[str]:
+    gpus = tf.config.list_logical_devices("GPU")
+    return [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+
+
+def _check_tf_config(tf_config: str | None) -> None:
+    """Raises a ValueError, with an example, unless `tf_config` describes this task's cluster."""
+    if not tf_config:
+        raise ValueError("The 'multi_worker' strategy reads the cluster from the TF_CONFIG "
+                         f"environment variable, which is not set. Example: {_TF_CONFIG_EXAMPLE}")
+    try:
+        config = json.loads(tf_config)
+        cluster, task = config["cluster"], config["task"]
+        addresses = cluster[task["type"]]
+        index = task["index"]
+        valid = (isinstance(addresses, list) and isinstance(index, int)
+                 and 0 <= index < len(addresses))
+    except (ValueError, TypeError, KeyError):  # not JSON, not objects, or a key missing
+        valid = False
+    if not valid:
+        raise ValueError(
+            "The TF_CONFIG environment variable must be JSON with a 'cluster' (job name -> "
+            "list of 'host:port') and a 'task' ('type': a job of the cluster, 'index': a "
+            f"position in its list). Got TF_CONFIG={tf_config!r}. Example: {_TF_CONFIG_EXAMPLE}")
+
+
+def _tpu_strategy() -> tf.distribute.Strategy:
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+        raise RuntimeError(
+            "No TPU found for the 'tpu' strategy: run on a TPU VM, or set TPU_NAME to the TPU "
+            f"to connect to. ({error})") from error
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def global_batch_loss(per_example_losses: tf.Tensor, global_batch_size: int | tf.Tensor
+                      ) -> tf.Tensor:
+    """Sum of this replica's per-example losses divided by the global batch size.
+
+    With a custom `train_step` under a strategy, this is the loss to differentiate: the
+    optimizer sums the replicas' gradients, so they add up to the gradient of the mean loss
+    over the global batch, as on one device (`tf.nn.compute_average_loss` does the same). All
+    axes are summed, so pass one loss per example.
+    """
+    per_example_losses = tf.convert_to_tensor(per_example_losses)
+    return tf.reduce_sum(per_example_losses) / tf.cast(global_batch_size,
+                                                        per_example_losses.dtype)
+
+
+def replica_latents(batch_size: int | tf.Tensor, latent_dim: int,
+                    seed: int | tuple[int, int], step: int | tf.Tensor | keras.Variable,
+                    uniform: bool = False) -> tf.Tensor:
+    """This replica's `(batch_size, latent_dim)` float32 latents for training step `step`.
+
+    Draws the global batch, `batch_size` times the number of replicas, from a stateless seed
+    made of `seed` and `step`, and returns this replica's slice
+    `[replica_id * batch_size, (replica_id + 1) * batch_size)`. So the replicas get different
+    latents (a `keras.random.SeedGenerator` would give every replica the same ones, each
+    replica holding a mirrored copy of its state), the same `(seed, step)` gives the same
+    latents again, and the global batch of latents is the same on 1 or N replicas: training
+    is identical however the global batch is split. Drawing the global batch costs each
+    replica `batch_size * latent_dim * replicas` normal samples, nothing next to the models.
+
+    Args:
+        batch_size: the per-replica batch size.
+        latent_dim: the latent dimension.
+        seed: an int, or a pair of ints (e.g. `(seed, stream)` for independent streams).
+        step: the training step, e.g. an optimizer's `iterations`; each step draws anew.
+        uniform: draw from U[0, 1) instead of N(0, 1).
+    """
+    context = tf.distribute.get_replica_context()
+    # In a cross-replica context (no replica context) the caller stands for all replicas.
+    replica_id = context.replica_id_in_sync_group if context is not None else 0
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    seeds = tf.cast(tf.reshape(tf.convert_to_tensor(seed), (-1,)), tf.int64)
+    base_seed = tf.concat([seeds, tf.zeros((2 - seeds.shape[0],), tf.int64)], axis=0)
+    step_seed = tf.random.experimental.stateless_fold_in(
+        base_seed, tf.cast(tf.convert_to_tensor(step), tf.int64))
+    draw = tf.random.stateless_uniform if uniform else tf.random.stateless_normal
+    latents = draw((replicas * batch_size, latent_dim), seed=step_seed)
+    return latents[replica_id * batch_size:(replica_id + 1) * batch_size]
+
+
+class MultiWorkerFitMixin:
+    """Makes `keras.Model.fit` (Keras 3.15, TensorFlow backend) train a GAN under any strategy.
+
+    Use it as the first base class, and name the optimizers `train_step` applies:
+
+        class GAN(MultiWorkerFitMixin, keras.Model):
+            def optimizer_variables(self):
+                return [(self.d_optimizer, self.discriminator.trainable_variables),
+                        (self.g_optimizer, self.generator.trainable_variables)]
+
+    It overrides two private `fit` helpers of Keras's TensorFlow trainer:
+
+    * `_maybe_symbolic_build`, which under a strategy builds the model before training, in
+      the strategy's scope, by calling it on the first batch made one tensor by
+      `strategy.reduce("MEAN", batch)`:
+      - That reduce fails under `MultiWorkerMirroredStrategy` whenever the batch is a nest,
+        like `(x, y)` (https://github.com/keras-team/keras/issues/20585): `Strategy.reduce`
+        does not take nests. Here the batch is the first local replica's part of it, taken
+        with no communication; only its shape and dtype are used.
+      - Calling the model on the data fails for a model whose `call` does not take the
+        training data: a GAN is called on latents but fit on images. Here a model whose
+        sub-layers are all built is marked built instead, since calling it would build
+        nothing.
+      - Only `self.optimizer` is built there. Other optimizers would build themselves in
+        the first train step, inside the replica context, which fails under
+        `MirroredStrategy` with several replicas ("You must feed a value for placeholder
+        tensor", https://github.com/keras-team/keras/issues/23085). Here the optimizers of
+        `optimizer_variables()` are built too, and any other unbuilt one is an error.
+    * `make_train_function`: under `MultiWorkerMirroredStrategy` Keras reduces each step's
+      per-replica logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
+      scalar losses and metrics a train step returns ("Invalid reduction dimension 0 for
+      input with 0 dimensions", https://github.com/keras-team/keras/issues/20585,
+      https://github.com/tensorflow/tensorflow/issues/72388). Here the train step's scalar
+      logs get a length-1 axis 0 first, so that reduction is the mean over all replicas of
+      all workers: the mean of the replicas' values that Keras takes on one worker.
+
+    `evaluate` and `predict` are left as they are. Without a strategy, `fit` is Keras's own.
+    """
+
+    def optimizer_variables(self) -> list[tuple[keras.optimizers.Optimizer, list]]:
+        """The (optimizer, variables it updates) pairs of `train_step`, besides `optimizer`."""
+        return []
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None:  # Keras builds while tracing the train step: nothing to fix.
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        if iterator is not None:
+            data_batch = _first_local_batch(iterator, strategy)
+        sub_layers_built = all(layer.built for layer in self._flatten_layers(include_self=False))
+        if not self.built and sub_layers_built and type(self).build is keras.Model.build:
+            self.built = True
+        super()._maybe_symbolic_build(data_batch=data_batch)
+        with strategy.scope():
+            for optimizer, variables in self.optimizer_variables():
+                if not optimizer.built:
+                    optimizer.build(variables)
+        _check_optimizers_built(self)
+
+    def make_train_function(self, force=False):
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not _is_multi_worker(self.distribute_strategy):
+            return super().make_train_function(force=force)
+        # What Keras's `make_train_function` does, with the scalar logs given an axis 0.
+        self.train_function = self._make_function(_with_replica_axis(self.train_step))
+        return self.train_function
+
+
+def _first_local_batch(iterator, strategy: tf.distribute.Strategy):
+    """The first local replica's part of the first batch `fit`'s epoch iterator yields."""
+    for _, _, distributed_iterator in iterator:
+        batch = next(distributed_iterator)
+        return tf.nest.map_structure(
+            lambda value: strategy.experimental_local_results(value)[0], batch)
+    return None
+
+
+def _check_optimizers_built(model: keras.Model) -> None:
+    unbuilt = [name for name, value in vars(model).items()
+               if isinstance(value, keras.optimizers.Optimizer) and not value.built]
+    if unbuilt:
+        raise ValueError(
+            f"{type(model).__name__}.{unbuilt[0]} is not built. Under a distribution strategy, "
+            "optimizers must be built before training: return it, with the variables it "
+            f"updates, from `{type(model).__name__}.optimizer_variables()`.")
+
+
+def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
+    """Whether Keras reduces `fit`'s logs across workers (its condition, in its words)."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
+def _with_replica_axis(train_step: Callable) -> Callable:
+    """`train_step` with its scalar outputs reshaped to shape (1,)."""
+    def step(data):
+        return tf.nest.map_structure(
+            lambda value: tf.reshape(value, (1,)) if value.shape.rank == 0 else value,
+            train_step(data))
+    return step

@@ -1,0 +1,241 @@
+"""The GAN as a keras.Model: n_dis discriminator updates, then one generator update, per step.
+
+Follows the BSN reference: hinge loss by default; each discriminator update sees its own real
+batch and advances the power-iteration vectors once (the discriminator is called once, on the
+real and fake batches concatenated, in training mode; the generator update calls it with
+`training=False`). Correct under `tf.distribute`: losses are divided by the global batch,
+every replica draws different latent vectors, and the generator's BatchNorm is synchronized.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_bssn import collect_sigmas
+from training import losses
+from training.distribute import MultiWorkerFitMixin, global_batch_loss, replica_latents
+
+_DISCRIMINATOR_STREAM, _GENERATOR_STREAM = 0, 1
+
+
+@keras.saving.register_keras_serializable(package="training")
+class GAN(MultiWorkerFitMixin, keras.Model):
+    """A generator and a discriminator trained adversarially with `fit`.
+
+    `fit` takes batches of real images in [-1, 1]; each batch holds `n_dis` discriminator
+    batches (its size is n_dis times the global batch), so every discriminator update sees its
+    own real images. Calling the model generates images from latent vectors.
+
+    Args:
+        generator: maps latents (batch, latent_dim) to images in [-1, 1].
+        discriminator: maps images to one logit per image.
+        ema_decay: if set (e.g. 0.999), keeps an exponential moving average of the generator's
+            weights, used by `sampling_generator` (evaluation, export).
+        seed: seeds the latent vectors drawn in training.
+
+    Example:
+
+    >>> gan = GAN(cnn_generator(32), cnn_discriminator(32, norm="bssn", scale=1.2))
+    >>> gan.compile(d_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999),
+    ...             g_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999), loss="hinge")
+    >>> gan.fit(dataset, steps_per_epoch=1000, epochs=10)
+    """
+
+    def __init__(self, generator: keras.Model, discriminator: keras.Model,
+                 ema_decay: float | None = None, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ValueError(f"`ema_decay` must be in (0, 1), got {ema_decay!r}.")
+        self.generator = generator
+        self.discriminator = discriminator
+        self.latent_dim = int(generator.input_shape[-1])
+        self.ema_decay = ema_decay
+        self.seed = int(seed)
+        self.ema_generator = None
+        # Both networks are built models; a built GAN spares fit's symbolic build, which would
+        # call the GAN on an image batch.
+        self.built = True
+        if ema_decay is not None:
+            self.ema_generator = keras.models.clone_model(generator)
+            self.ema_generator.set_weights(generator.get_weights())
+            # Owned by the GAN (one attribute each, so tf.train.Checkpoint tracks them) and
+            # updated in the train step; the first replica's value is kept, so the average is
+            # identical on every replica.
+            self._num_ema_weights = len(generator.trainable_weights)
+            for index, weight in enumerate(generator.trainable_weights):
+                setattr(self, f"ema_{index}", self.add_weight(
+                    shape=weight.shape, initializer="zeros", trainable=False,
+                    name=f"ema_{index}", aggregation="only_first_replica"))
+                getattr(self, f"ema_{index}").assign(weight)
+
+    @property
+    def _ema_weights(self) -> list[keras.Variable]:
+        return [getattr(self, f"ema_{index}") for index in range(self._num_ema_weights)]
+
+    def compile(self, d_optimizer: keras.optimizers.Optimizer,
+                g_optimizer: keras.optimizers.Optimizer, loss: str = "hinge", n_dis: int = 1,
+                gradient_penalty: float = 0.0, generator_batch_size: int | None = None,
+                track_input_gradients: bool = True, **kwargs) -> None:
+        """Configures training.
+
+        Args:
+            d_optimizer: the discriminator's optimizer.
+            g_optimizer: the generator's optimizer.
+            loss: "hinge", "non_saturating" or "wasserstein".
+            n_dis: discriminator updates per generator update.
+            gradient_penalty: weight of the WGAN-GP penalty (0 disables it).
+            generator_batch_size: global batch of the generator update (default: the
+                discriminator's global batch); the ImageNet reference used 32 vs 16.
+            track_input_gradients: log the mean ||grad_x D(x)|| on real and fake inputs each
+                step, as the reference did (costs one extra backward pass through D).
+            **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+        """
+        # No Keras optimizer: ours are d_optimizer and g_optimizer (an unused default one would
+        # be built for every weight under a strategy).
+        super().compile(optimizer=None, **kwargs)
+        losses.discriminator_loss(loss, ops.zeros((1,)), ops.zeros((1,)))  # validates the name
+        if n_dis < 1:
+            raise ValueError(f"`n_dis` must be >= 1, got {n_dis}.")
+        if gradient_penalty < 0:
+            raise ValueError(f"`gradient_penalty` must be >= 0, got {gradient_penalty}.")
+        self.d_optimizer = d_optimizer
+        self.g_optimizer = g_optimizer
+        self.loss_name = loss
+        self.n_dis = int(n_dis)
+        self.gradient_penalty = float(gradient_penalty)
+        self.generator_batch_size = generator_batch_size
+        self.track_input_gradients = track_input_gradients
+        names = ["d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake"]
+        if track_input_gradients:
+            names += ["grad_norm_real", "grad_norm_fake"]
+        if gradient_penalty:
+            names.append("gradient_penalty")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self) -> list:
+        return list(getattr(self, "trackers", {}).values())
+
+    @property
+    def sampling_generator(self) -> keras.Model:
+        """The generator to evaluate and export: the EMA weights when enabled."""
+        if self.ema_generator is None:
+            return self.generator
+        for target, average in zip(self.ema_generator.trainable_weights, self._ema_weights):
+            target.assign(average)
+        # BatchNorm statistics are not averaged: take the live generator's.
+        for target, source in zip(self.ema_generator.non_trainable_weights,
+                                  self.generator.non_trainable_weights):
+            target.assign(source)
+        return self.ema_generator
+
+    def call(self, latents, training=False):
+        return self.generator(latents, training=training)
+
+    def train_step(self, real_images):
+        for real in ops.split(real_images, self.n_dis, axis=0):
+            self._discriminator_step(real)
+        self._generator_step(self._generator_batch(real_images))
+        self._update_ema()
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs.update(collect_sigmas(self.discriminator))
+        return logs
+
+    def _discriminator_step(self, real):
+        batch = ops.shape(real)[0]
+        fake = self.generator(self._latents(batch, _DISCRIMINATOR_STREAM,
+                                            self.d_optimizer.iterations), training=True)
+        images = ops.concatenate([real, ops.cast(fake, real.dtype)], axis=0)
+        with tf.GradientTape() as tape, tf.GradientTape() as input_tape:
+            input_tape.watch(images)
+            logits = self.discriminator(images, training=True)  # u advances once
+            real_logits, fake_logits = ops.split(ops.cast(logits, "float32"), 2, axis=0)
+            real_loss, fake_loss = losses.discriminator_loss(self.loss_name, real_logits,
+                                                             fake_logits)
+            d_loss = self._global_mean(real_loss + fake_loss, batch)
+            if self.gradient_penalty:
+                penalty = self._gradient_penalty(real, fake)
+                d_loss += self.gradient_penalty * self._global_mean(penalty, batch)
+        gradients = tape.gradient(d_loss, self.discriminator.trainable_weights)
+        self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
+
+        self.trackers["d_loss"].update_state(real_loss + fake_loss)
+        self.trackers["d_loss_real"].update_state(real_loss)
+        self.trackers["d_loss_fake"].update_state(fake_loss)
+        self.trackers["d_real"].update_state(real_logits)
+        self.trackers["d_fake"].update_state(fake_logits)
+        if self.gradient_penalty:
+            self.trackers["gradient_penalty"].update_state(penalty)
+        if self.track_input_gradients:
+            # D has no batch coupling, so the gradient of the summed logits is per example.
+            input_gradients = input_tape.gradient(logits, images)
+            norms = ops.sqrt(ops.sum(ops.square(ops.cast(input_gradients, "float32")),
+                                     axis=(1, 2, 3)))
+            real_norms, fake_norms = ops.split(norms, 2, axis=0)
+            self.trackers["grad_norm_real"].update_state(real_norms)
+            self.trackers["grad_norm_fake"].update_state(fake_norms)
+
+    def _gradient_penalty(self, real, fake):
+        """(||grad D(x_hat)|| - 1)^2 per example at random interpolates (WGAN-GP)."""
+        batch = ops.shape(real)[0]
+        mix = self._latents(batch, _DISCRIMINATOR_STREAM, self.d_optimizer.iterations,
+                            width=1, uniform=True)
+        mix = ops.reshape(ops.cast(mix, real.dtype), (-1, 1, 1, 1))
+        interpolates = real + mix * (ops.cast(fake, real.dtype) - real)
+        with tf.GradientTape() as tape:
+            tape.watch(interpolates)
+            logits = self.discriminator(interpolates, training=False)
+        gradients = ops.cast(tape.gradient(logits, interpolates), "float32")
+        return ops.square(ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)) + 1e-12) - 1)
+
+    def _generator_step(self, batch):
+        latents = self._latents(batch, _GENERATOR_STREAM, self.g_optimizer.iterations)
+        with tf.GradientTape() as tape:
+            fake = self.generator(latents, training=True)
+            logits = ops.cast(self.discriminator(fake, training=False), "float32")
+            per_example = losses.generator_loss(self.loss_name, logits)
+            g_loss = self._global_mean(per_example, batch)
+        gradients = tape.gradient(g_loss, self.generator.trainable_weights)
+        self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
+        self.trackers["g_loss"].update_state(per_example)
+
+    def _update_ema(self):
+        if self.ema_generator is None:
+            return
+        for average, weight in zip(self._ema_weights, self.generator.trainable_weights):
+            average.assign(self.ema_decay * average + (1.0 - self.ema_decay) * weight)
+
+    def _generator_batch(self, real_images):
+        """Per-replica batch of the generator update."""
+        per_replica = ops.shape(real_images)[0] // self.n_dis
+        if self.generator_batch_size is None:
+            return per_replica
+        return self.generator_batch_size // self.distribute_strategy.num_replicas_in_sync
+
+    def _global_mean(self, per_example, per_replica_batch):
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        return global_batch_loss(per_example, per_replica_batch * replicas)
+
+    def _latents(self, batch, stream, step, width=None, uniform=False):
+        return replica_latents(batch, width or self.latent_dim, seed=(self.seed, stream),
+                               step=step, uniform=uniform)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            generator=keras.saving.serialize_keras_object(self.generator),
+            discriminator=keras.saving.serialize_keras_object(self.discriminator),
+            ema_decay=self.ema_decay,
+            seed=self.seed,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict, custom_objects=None) -> "GAN":
+        generator = keras.saving.deserialize_keras_object(config.pop("generator"),
+                                                          custom_objects=custom_objects)
+        discriminator = keras.saving.deserialize_keras_object(config.pop("discriminator"),
+                                                              custom_objects=custom_objects)
+        return cls(generator, discriminator, **config)
