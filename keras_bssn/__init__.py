@@ -2,6 +2,7 @@
 
 from keras_bssn import constraints, diagnostics, spectral
 from keras_bssn.convert import collect_sigmas, spectral_normalize
+from keras_bssn.strict import StrictSpectralNormalization
 from keras_bssn.wrappers import BidirectionalSpectralNormalization, SpectralNormalization
 
 __version__ = "0.1.0"
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BidirectionalSpectralNormalization",
     "SpectralNormalization",
+    "StrictSpectralNormalization",
     "collect_sigmas",
     "constraints",
     "diagnostics",

@@ -46,9 +46,7 @@ class _ProjectionConstraint(keras.constraints.Constraint):
         if rank < 2:
             raise ValueError(f"{type(self).__name__} constrains kernels of rank >= 2, got a "
                              f"kernel of rank {rank}. Use it as a `kernel_constraint`.")
-        spatial = tuple(range(rank - 2))
-        in_axis, out_axis = (rank - 1, rank - 2) if self.transposed else (rank - 2, rank - 1)
-        return spectral.KernelLayout("kernel", spatial, (in_axis,), (out_axis,))
+        return spectral.layout_for_kernel(rank, self.transposed)
 
     def _vectors_for(self, w, layout: spectral.KernelLayout) -> list[keras.Variable]:
         # Keyed by the variable's identity: one constraint object may serve several layers.

@@ -7,6 +7,7 @@ from typing import Callable
 import keras
 
 from keras_bssn import spectral
+from keras_bssn.strict import StrictSpectralNormalization
 from keras_bssn.wrappers import (
     BidirectionalSpectralNormalization,
     SpectralNormalization,
@@ -18,6 +19,7 @@ METHODS = {
     "ssn": SpectralNormalization,
     "bsn": BidirectionalSpectralNormalization,
     "bssn": BidirectionalSpectralNormalization,
+    "strict": StrictSpectralNormalization,
 }
 
 

@@ -28,6 +28,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_bssn import spectral
+
 __all__ = [
     "conv_operator_norm",
     "spectral_norm_of_views",
@@ -48,19 +50,6 @@ _FREQ_CHUNK_ENTRIES = 1 << 24
 # --------------------------------------------------------------------------------------------
 def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(ops.convert_to_numpy(x))
-
-
-def _kernel_views(kernel: np.ndarray, transposed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    # Private twin of the views in spectral.py, kept here so diagnostics stays independent of it.
-    w = np.asarray(kernel)
-    if w.ndim < 2:
-        raise ValueError(f"A kernel needs at least 2 dimensions, got shape {w.shape}.")
-    if transposed:
-        # Conv*Transpose stores (..., c_out, c_in): swap so view 1 ends with output channels.
-        w = np.swapaxes(w, -1, -2)
-    view1 = w.reshape(-1, w.shape[-1])
-    view2 = np.swapaxes(w, -1, -2).reshape(-1, w.shape[-2])
-    return view1, view2
 
 
 def _fans(shape: Sequence[int], transposed: bool = False) -> tuple[int, int]:
@@ -334,15 +323,8 @@ def spectral_norm_of_views(kernel: Any, transposed: bool = False) -> tuple[float
     Example:
         >>> s1, s2 = spectral_norm_of_views(np.ones((3, 3, 2, 4)))
     """
-    view1, view2 = _kernel_views(_to_numpy(kernel).astype(np.float64), transposed)
-    return _top_singular_value(view1), _top_singular_value(view2)
-
-
-def _top_singular_value(m: np.ndarray) -> float:
-    # Top eigenvalue of the smaller Gram matrix: as exact as an SVD for sigma_max (relative
-    # error ~1e-16) and several times cheaper for the tall views of wide conv kernels.
-    gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
-    return float(np.sqrt(max(np.linalg.eigvalsh(gram)[-1], 0.0)))
+    kernel = _to_numpy(kernel).astype(np.float64)
+    return spectral.exact_view_norms(kernel, spectral.layout_for_kernel(kernel.ndim, transposed))
 
 
 def bai_yin_sigma(shape: Sequence[int], transposed: bool = False, stddev: float = 1.0) -> float:
