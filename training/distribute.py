@@ -2,9 +2,9 @@
 
 * `make_strategy`: a strategy by name (`auto`, `default`, `one_device`, `mirrored`,
   `multi_worker`, `tpu`), with clear errors for a missing TPU or a bad `TF_CONFIG`.
-* `MultiWorkerFitMixin`: the two fixes Keras 3.15's `Model.fit` needs under
-  `MultiWorkerMirroredStrategy` (https://github.com/keras-team/keras/issues/20585), and the one
-  a model whose `call` does not take the training data (a GAN) needs under any strategy.
+* `MultiWorkerFitMixin`: what Keras 3.15's `Model.fit` needs to train our GAN under a
+  strategy, `MultiWorkerMirroredStrategy` included
+  (https://github.com/keras-team/keras/issues/20585).
 * `global_batch_loss` and `replica_latents`: the loss scaling and the latent draw a custom
   `train_step` needs to give the same updates on 1 or N replicas.
 
@@ -41,7 +41,8 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None
         name: one of
             * `"auto"`: `MirroredStrategy` over all GPUs when there are several, else the
               default strategy.
-            * `"default"`: TensorFlow's default (no-op) strategy: one device, no replicas.
+            * `"default"`: TensorFlow's default (no-op) strategy, one device: what
+              `tf.distribute.get_strategy()` returns outside any strategy's scope.
             * `"one_device"`: `OneDeviceStrategy` on `devices[0]`, or the first GPU, or the CPU.
             * `"mirrored"`: `MirroredStrategy` over `devices`; without `devices`, over all
               GPUs, or, on a machine without GPUs, over all logical CPUs. There are several
@@ -62,7 +63,8 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None
         RuntimeError: for `"tpu"` when no TPU can be found.
     """
     if name not in STRATEGY_NAMES:
-        raise ValueError(f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}.")
+        raise ValueError(
+            f"Unknown strategy {name!r}; expected one of {', '.join(STRATEGY_NAMES)}.")
     if devices is not None and name not in ("mirrored", "one_device"):
         raise ValueError(f"`devices` applies to 'mirrored' and 'one_device' only, not {name!r}.")
     if name == "auto":
@@ -164,7 +166,7 @@ def replica_latents(batch_size: int | tf.Tensor, latent_dim: int,
         uniform: draw from U[0, 1) instead of N(0, 1).
     """
     context = tf.distribute.get_replica_context()
-    # In a cross-replica context (no replica context) the caller stands for all replicas.
+    # Outside `strategy.run` (a cross-replica context) there is one caller: draw batch_size.
     replica_id = context.replica_id_in_sync_group if context is not None else 0
     replicas = context.num_replicas_in_sync if context is not None else 1
     seeds = tf.cast(tf.reshape(tf.convert_to_tensor(seed), (-1,)), tf.int64)
@@ -202,8 +204,10 @@ class MultiWorkerFitMixin:
       - Only `self.optimizer` is built there. Other optimizers would build themselves in
         the first train step, inside the replica context, which fails under
         `MirroredStrategy` with several replicas ("You must feed a value for placeholder
-        tensor", https://github.com/keras-team/keras/issues/23085). Here the optimizers of
-        `optimizer_variables()` are built too, and any other unbuilt one is an error.
+        tensor", https://github.com/keras-team/keras/issues/23085, fixed after Keras 3.15.1
+        by https://github.com/keras-team/keras/pull/23087). Here the optimizers of
+        `optimizer_variables()` are built too, and with several replicas per worker any other
+        unbuilt optimizer is an error that says so.
     * `make_train_function`: under `MultiWorkerMirroredStrategy` Keras reduces each step's
       per-replica logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
       scalar losses and metrics a train step returns ("Invalid reduction dimension 0 for
@@ -225,6 +229,7 @@ class MultiWorkerFitMixin:
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
         if iterator is not None:
             data_batch = _first_local_batch(iterator, strategy)
+        # Don't let Keras call a GAN on images to build it (see the class docstring).
         sub_layers_built = all(layer.built for layer in self._flatten_layers(include_self=False))
         if not self.built and sub_layers_built and type(self).build is keras.Model.build:
             self.built = True
@@ -233,7 +238,7 @@ class MultiWorkerFitMixin:
             for optimizer, variables in self.optimizer_variables():
                 if not optimizer.built:
                     optimizer.build(variables)
-        _check_optimizers_built(self)
+        _check_optimizers_built(self, strategy)
 
     def make_train_function(self, force=False):
         if self.train_function is not None and not force:
@@ -254,26 +259,31 @@ def _first_local_batch(iterator, strategy: tf.distribute.Strategy):
     return None
 
 
-def _check_optimizers_built(model: keras.Model) -> None:
+def _check_optimizers_built(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Raises if an optimizer of `model` would build itself in a multi-replica train step."""
+    if len(strategy.extended.worker_devices) < 2:
+        return  # one replica here: building in the train step works
     unbuilt = [name for name, value in vars(model).items()
                if isinstance(value, keras.optimizers.Optimizer) and not value.built]
     if unbuilt:
         raise ValueError(
-            f"{type(model).__name__}.{unbuilt[0]} is not built. Under a distribution strategy, "
-            "optimizers must be built before training: return it, with the variables it "
-            f"updates, from `{type(model).__name__}.optimizer_variables()`.")
+            f"`{type(model).__name__}.{unbuilt[0]}` is not built. With several replicas per "
+            "worker, optimizers must be built before training: return it, with the variables "
+            f"it updates, from `{type(model).__name__}.optimizer_variables()`.")
 
 
 def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """Whether Keras reduces `fit`'s logs across workers (its condition, in its words)."""
+    """Whether `fit` takes Keras's multi-worker reduction path (the condition Keras tests)."""
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
             and strategy.extended._in_multi_worker_mode())
 
 
 def _with_replica_axis(train_step: Callable) -> Callable:
     """`train_step` with its scalar outputs reshaped to shape (1,)."""
+    def lift(value):
+        value = tf.convert_to_tensor(value)
+        return tf.reshape(value, (1,)) if value.shape.rank == 0 else value
+
     def step(data):
-        return tf.nest.map_structure(
-            lambda value: tf.reshape(value, (1,)) if value.shape.rank == 0 else value,
-            train_step(data))
+        return tf.nest.map_structure(lift, train_step(data))
     return step

@@ -114,6 +114,12 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             names.append("gradient_penalty")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
+    def optimizer_variables(self) -> list:
+        """(optimizer, variables) pairs that `fit` builds inside the strategy scope up front
+        (an optimizer that builds itself in the first replicated step fails; keras#23085)."""
+        return [(self.d_optimizer, self.discriminator.trainable_variables),
+                (self.g_optimizer, self.generator.trainable_variables)]
+
     @property
     def metrics(self) -> list:
         return list(getattr(self, "trackers", {}).values())

@@ -65,6 +65,12 @@ def test_train_writes_the_run_folder_and_resumes(images_npz, tmp_path):
     metadata = json.loads((saved / "run" / "assets" / "keras_bssn_export.json").read_text())
     assert metadata["step"] == 6
 
+    # Export on request from the latest checkpoint, under another name.
+    assert train.main(_args(images_npz, out, 6, "--saved-models", str(saved), "--export-only",
+                            "--export-name", "again")) == 0
+    again = json.loads((saved / "again" / "assets" / "keras_bssn_export.json").read_text())
+    assert (again["step"], again["normalization"], again["scale"]) == (6, "bssn", 1.2)
+
 
 def test_changed_config_is_refused_unless_forced(images_npz, tmp_path):
     out = tmp_path / "run"

@@ -1,0 +1,284 @@
+"""Tests for `training.distribute`: strategies, loss scaling, per-replica latents, and `fit` of a
+stand-in GAN on 1 and 2 replicas and on a two-worker `MultiWorkerMirroredStrategy` cluster.
+
+tests/conftest.py gives this process two logical CPUs, so `MirroredStrategy` has two replicas.
+The multi-worker tests spawn two worker processes (tests/training/multiworker_worker.py) that
+talk over localhost.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tests.training import multiworker_worker as worker
+from training.distribute import (
+    STRATEGY_NAMES,
+    MultiWorkerFitMixin,
+    global_batch_loss,
+    make_strategy,
+    replica_latents,
+)
+
+WORKER_SCRIPT = pathlib.Path(worker.__file__)
+REPO_ROOT = WORKER_SCRIPT.parents[2]
+WORKER_TIMEOUT_S = 120
+
+
+def _two_cpus() -> tf.distribute.Strategy:
+    return make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+
+
+def _per_replica(strategy: tf.distribute.Strategy, fn) -> list[np.ndarray]:
+    return [v.numpy() for v in strategy.experimental_local_results(strategy.run(fn))]
+
+
+# --- make_strategy ------------------------------------------------------------------------
+
+
+def test_auto_and_default_give_the_default_strategy_on_a_machine_without_gpus():
+    assert not tf.config.list_logical_devices("GPU")
+    for name in ("auto", "default"):
+        strategy = make_strategy(name)
+        assert strategy is tf.distribute.get_strategy()
+        assert strategy.num_replicas_in_sync == 1
+
+
+def test_mirrored_uses_the_logical_cpus_or_the_given_devices():
+    strategy = make_strategy("mirrored")
+    assert isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy.num_replicas_in_sync == 2  # the two logical CPUs of conftest.py
+    assert make_strategy("mirrored", devices=["/cpu:1"]).num_replicas_in_sync == 1
+
+
+def test_one_device_takes_one_device():
+    strategy = make_strategy("one_device", devices=["/cpu:1"])
+    assert isinstance(strategy, tf.distribute.OneDeviceStrategy)
+    assert strategy.extended.worker_devices[0].endswith("CPU:1")
+    with pytest.raises(ValueError, match="exactly one device"):
+        make_strategy("one_device", devices=["/cpu:0", "/cpu:1"])
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown strategy 'horovod'") as error:
+        make_strategy("horovod")
+    assert all(name in str(error.value) for name in STRATEGY_NAMES)
+
+
+def test_devices_are_rejected_where_they_do_not_apply():
+    with pytest.raises(ValueError, match="`devices` applies to"):
+        make_strategy("multi_worker", devices=["/cpu:0"])
+
+
+def test_multi_worker_without_tf_config_says_how_to_set_it(monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(ValueError, match=r"TF_CONFIG environment variable, which is not set"
+                                         r".*Example: TF_CONFIG='\{\"cluster\""):
+        make_strategy("multi_worker")
+
+
+@pytest.mark.parametrize("tf_config", [
+    "worker0:12345",  # not JSON
+    "[]",
+    '{"cluster": {"worker": ["localhost:1"]}}',  # no task
+    '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "chief", "index": 0}}',
+    '{"cluster": {"worker": ["localhost:1"]}, "task": {"type": "worker", "index": 1}}',
+    '{"cluster": {"worker": "localhost:1"}, "task": {"type": "worker", "index": 0}}',
+])
+def test_multi_worker_with_malformed_tf_config_shows_it_and_an_example(monkeypatch, tf_config):
+    monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match="TF_CONFIG environment variable must be JSON") as error:
+        make_strategy("multi_worker")
+    assert repr(tf_config) in str(error.value) and "Example:" in str(error.value)
+
+
+def test_tpu_without_a_tpu_is_a_clear_error(monkeypatch):
+    monkeypatch.delenv("TPU_NAME", raising=False)
+    with pytest.raises(RuntimeError, match="No TPU found"):
+        make_strategy("tpu")
+
+
+# --- global_batch_loss and replica_latents ---------------------------------------------------
+
+
+def test_global_batch_loss_summed_over_replicas_is_the_global_mean():
+    losses = np.arange(8, dtype="float32")
+    strategy = _two_cpus()
+    dataset = strategy.experimental_distribute_dataset(
+        tf.data.Dataset.from_tensor_slices(losses).batch(8))
+    per_replica = strategy.run(lambda x: global_batch_loss(x, 8), args=(next(iter(dataset)),))
+    total = strategy.reduce("SUM", per_replica, axis=None)
+    np.testing.assert_allclose(total.numpy(), losses.mean(), rtol=1e-6)
+
+
+def test_replica_latents_differ_across_replicas_and_repeat_for_the_same_seed_and_step():
+    strategy = _two_cpus()
+    first = _per_replica(strategy, lambda: replica_latents(4, 3, seed=(1, 2), step=5))
+    again = _per_replica(strategy, lambda: replica_latents(4, 3, seed=(1, 2), step=5))
+    next_step = _per_replica(strategy, lambda: replica_latents(4, 3, seed=(1, 2), step=6))
+
+    assert first[0].shape == (4, 3)
+    assert not np.allclose(first[0], first[1])
+    np.testing.assert_array_equal(np.concatenate(first), np.concatenate(again))
+    assert not np.allclose(first[0], next_step[0])
+
+
+def test_replica_latents_split_the_same_global_batch_as_one_replica_draws():
+    split = _per_replica(_two_cpus(), lambda: replica_latents(4, 3, seed=9, step=2))
+    whole = replica_latents(8, 3, seed=9, step=2)  # default strategy: one replica
+    np.testing.assert_array_equal(np.concatenate(split), whole.numpy())
+
+
+def test_replica_latents_streams_and_uniform_draws():
+    normal = replica_latents(64, 2, seed=(3, 0), step=0).numpy()
+    other_stream = replica_latents(64, 2, seed=(3, 1), step=0).numpy()
+    uniform = replica_latents(64, 2, seed=(3, 0), step=0, uniform=True).numpy()
+    assert not np.allclose(normal, other_stream)
+    assert normal.dtype == np.float32 and normal.min() < 0
+    assert uniform.min() >= 0 and uniform.max() < 1
+
+
+# --- fit of the stand-in GAN on 1 and 2 replicas ---------------------------------------------
+
+
+def test_gan_fit_on_two_replicas_matches_one_device():
+    one_device = worker.train(worker.make_gan(), worker.image_dataset())
+    with _two_cpus().scope():
+        gan = worker.make_gan()
+    two_replicas = worker.train(gan, worker.image_dataset())
+
+    for index, initial in enumerate(worker.initial_weights()):
+        trained = one_device[f"weight_{index}"]
+        assert not np.allclose(trained, initial, atol=1e-3)  # training moved every weight
+    for key, value in one_device.items():
+        np.testing.assert_allclose(two_replicas[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_optimizers_missing_from_optimizer_variables_are_an_error_with_several_replicas():
+    class ForgetfulGAN(MultiWorkerFitMixin, worker.PlainStandInGAN):
+        pass  # no `optimizer_variables`: d_optimizer and g_optimizer would build in the step
+
+    with _two_cpus().scope():
+        gan = worker.make_gan(ForgetfulGAN)
+    with pytest.raises(ValueError, match=r"`ForgetfulGAN.d_optimizer` is not built.*"
+                                         r"`ForgetfulGAN.optimizer_variables\(\)`"):
+        worker.train(gan, worker.image_dataset())
+
+
+def test_without_the_mixin_keras_builds_the_gan_by_calling_it_on_images():
+    # Under any strategy, Keras's symbolic build calls the model on the first data batch; a
+    # GAN's `call` takes latents, so MultiWorkerFitMixin marks the (built) GAN built instead.
+    with _two_cpus().scope():
+        gan = worker.make_gan(worker.PlainStandInGAN)
+    with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 4"):
+        worker.train(gan, worker.image_dataset())
+
+
+# --- two workers on localhost ----------------------------------------------------------------
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:  # all bound at once, so the ports differ
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _run_workers(tmp_path: pathlib.Path, *args: str) -> list[str]:
+    """Runs two workers of one cluster (`{index}` in `args` is theirs); returns their stdouts.
+
+    Fails the test, showing the workers' stderr, when one exits with an error (the other is
+    then killed: it would wait for its peer) or they run past WORKER_TIMEOUT_S.
+    """
+    cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
+    processes, logs = [], []
+    try:
+        for index in range(2):
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            stdout, stderr = (open(tmp_path / f"worker{index}.{name}", "w+")
+                              for name in ("out", "err"))
+            logs.append((stdout, stderr))
+            command = [sys.executable, str(WORKER_SCRIPT), *(a.format(index=index) for a in args)]
+            processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env,
+                                              stdout=stdout, stderr=stderr))
+        problem = _wait(processes, time.monotonic() + WORKER_TIMEOUT_S)
+        outputs = []
+        for stdout, stderr in logs:
+            stdout.seek(0), stderr.seek(0)
+            outputs.append((stdout.read(), stderr.read()))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        for files in logs:
+            for file in files:
+                file.close()
+    if problem:
+        details = "\n".join(f"--- worker {index} (exit code {process.returncode}) stderr:\n"
+                            f"{err[-4000:]}" for index, (process, (_, err))
+                            in enumerate(zip(processes, outputs)))
+        pytest.fail(f"{problem}\n{details}")
+    return [out for out, _ in outputs]
+
+
+def _wait(processes: list[subprocess.Popen], deadline: float) -> str | None:
+    """Waits for all `processes` to exit; returns what went wrong, if anything."""
+    while time.monotonic() < deadline:
+        codes = [process.poll() for process in processes]
+        if any(code not in (None, 0) for code in codes):
+            return "a worker failed"
+        if all(code == 0 for code in codes):
+            return None
+        time.sleep(0.2)
+    return f"the workers did not finish within {WORKER_TIMEOUT_S} s"
+
+
+@pytest.mark.multiworker
+def test_fit_on_two_workers_with_the_mixin_matches_one_process(tmp_path):
+    # The stand-in GAN, and a classifier fit on (x, y) batches, both with MultiWorkerFitMixin.
+    _run_workers(tmp_path, "--output", str(tmp_path / "worker{index}.npz"))
+    results = [dict(np.load(tmp_path / f"worker{index}.npz")) for index in range(2)]
+    one_process = worker.train_both(tf.distribute.get_strategy())  # the same global batches
+
+    assert results[0].keys() == results[1].keys() == one_process.keys()
+    for key, value in results[0].items():
+        assert value.shape == one_process[key].shape, key  # scalar logs stay scalars
+        np.testing.assert_array_equal(results[1][key], value, err_msg=key)
+        # The weights, and the logs: the mixin's reduction is the mean over the workers.
+        np.testing.assert_allclose(value, one_process[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+@pytest.mark.multiworker
+def test_upstream_canary_keras_fit_still_fails_on_two_workers_without_the_mixin(tmp_path):
+    """UPSTREAM CANARY (keras-team/keras#20585): when this fails, Keras has fixed a failure.
+
+    Then check whether `MultiWorkerFitMixin` still needs the matching override:
+    `_maybe_symbolic_build` for "(x, y) batches", `make_train_function` for "GAN".
+    """
+    stdouts = _run_workers(tmp_path, "--expect-upstream-failures")
+    for stdout in stdouts:
+        line = next(line for line in stdout.splitlines() if line.startswith(worker.FAILURES_TAG))
+        failures = json.loads(line[len(worker.FAILURES_TAG):])
+
+        nested = failures["(x, y) batches"]
+        assert "_maybe_symbolic_build" in nested["keras_functions"], nested
+        assert nested["error"].startswith("ValueError: Attempt to convert a value (PerReplica")
+
+        scalar_logs = failures["GAN"]
+        assert "reduce_per_replica" in scalar_logs["keras_functions"], scalar_logs
+        assert scalar_logs["error"].startswith(
+            "ValueError: Invalid reduction dimension 0 for input with 0 dimensions")
