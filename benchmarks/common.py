@@ -22,15 +22,50 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-# Imported by the scripts before TensorFlow so that its C++ start-up chatter stays out of the
-# printed report (errors still show).
+# Imported by the scripts before TensorFlow: quiets the C++ logging that honours this level
+# (the rest goes to stderr, away from the report on stdout) and selects the backend timed here.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from training.networks.cnn import cnn_discriminator  # noqa: E402
+
 Step = Callable[[], object]
+Samples = dict[str, list[float]]  # variant name -> seconds per step, one per round
+
+# The setting both scripts time: the paper's CIFAR10 CNN, and a BSSN scale from its CIFAR10
+# sweep (c in {0.7, ..., 4.0}). The scale costs nothing extra: it only changes a constant.
+IMAGE_SIZE = 32
+BSSN_SCALE = 1.2
+NORM_LABELS = {"none": "none", "keras-sn": "keras.layers.SN", "sn": "ours SN",
+               "bssn": f"ours BSSN (c={BSSN_SCALE})"}
+
+
+def keras_sn_discriminator(image_size: int = IMAGE_SIZE) -> keras.Model:
+    """The reference discriminator with Keras's own SpectralNormalization on every conv/dense.
+
+    Cloned from `cnn_discriminator(norm="none")` so the architecture stays defined in one
+    place; the clone wraps exactly the layers that `norm="sn"` wraps.
+    """
+
+    def wrap(layer: keras.layers.Layer) -> keras.layers.Layer:
+        fresh = layer.__class__.from_config(layer.get_config())
+        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            return keras.layers.SpectralNormalization(fresh, name=layer.name)
+        return fresh
+
+    return keras.models.clone_model(cnn_discriminator(image_size, norm="none"),
+                                    clone_function=wrap)
+
+
+def build_discriminator(norm: str, image_size: int = IMAGE_SIZE) -> keras.Model:
+    """The CNN discriminator with `norm` ("none", "keras-sn", "sn" or "bssn")."""
+    if norm == "keras-sn":
+        return keras_sn_discriminator(image_size)
+    scale = BSSN_SCALE if norm == "bssn" else 1.0
+    return cnn_discriminator(image_size, norm=norm, scale=scale)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, default_rounds: int,
@@ -45,7 +80,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_rounds: int,
                         help=f"untimed calls per variant before timing (default: "
                              f"{default_warmup})")
     parser.add_argument("--jit", action="store_true",
-                        help="compile the steps with XLA (tf.function(jit_compile=True))")
+                        help="compile the timed steps with XLA (jit_compile=True)")
     parser.add_argument("--backend-info", action="store_true",
                         help="also print build, thread and CPU details of the backend")
     parser.add_argument("--seed", type=int, default=0,
@@ -124,8 +159,8 @@ def time_call(step: Step, repeats: int = 1) -> dict[str, float]:
 
     Wall time is what a user waits for, but on a shared machine it includes the time other
     processes hold the cores. Process CPU time (all of this process's threads) counts only the
-    work done here, so it is steadier under load; on a compute-bound CPU step both tell the
-    same ratio when the machine is idle.
+    work done here, so it is steadier under load; on an idle machine a compute-bound CPU step
+    should show the same ratios on both.
     """
     wall, cpu = time.perf_counter(), time.process_time()
     for _ in range(repeats):
@@ -134,8 +169,6 @@ def time_call(step: Step, repeats: int = 1) -> dict[str, float]:
     return {"wall": (time.perf_counter() - wall) / repeats,
             "cpu": (time.process_time() - cpu) / repeats}
 
-
-Samples = dict[str, list[float]]
 
 
 def measure_interleaved(variants: Mapping[str, Step], rounds: int, warmup: int,
@@ -199,7 +232,8 @@ class Summary:
     def of(cls, values: Sequence[float]) -> "Summary":
         ordered = sorted(values)
         if len(ordered) < 2:
-            return cls(*ordered * 5)
+            value = ordered[0]
+            return cls(value, value, value, value, value)
         q1, median, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
         rank = _median_ci_rank(len(ordered))
         return cls(median, q1, q3, ordered[rank], ordered[len(ordered) - 1 - rank])
