@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pytest -q "$@"
 if python -c "import jax" 2>/dev/null; then
-  KERAS_BACKEND=jax python -m pytest -q tests/keras_bssn/test_wrappers.py tests/keras_bssn/test_diagnostics.py tests/keras_bssn/test_convert.py
+  KERAS_BACKEND=jax python -m pytest -q tests/keras_bssn/test_wrappers.py tests/keras_bssn/test_diagnostics.py tests/keras_bssn/test_convert.py tests/keras_bssn/test_strict.py
 fi

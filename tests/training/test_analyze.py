@@ -1,0 +1,98 @@
+"""`python -m training.analyze`: each experiment end to end at a tiny size; sweep resumption."""
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from training import analyze
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+LAYERS = [f"conv{index}" for index in range(1, 8)] + ["logits"]
+
+
+@pytest.fixture(scope="module")
+def images_npz(tmp_path_factory) -> Path:
+    images = np.random.default_rng(0).integers(0, 256, (48, 8, 8, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    np.savez(path, x=images)
+    return path
+
+
+def _read(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path) as file:
+        reader = csv.DictReader(file)
+        return reader.fieldnames, list(reader)
+
+
+def _assert_png(path: Path) -> None:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_init_variance_compares_normalizations_with_the_initializations(tmp_path):
+    assert analyze.main(["init-variance", "--image-size", "8", "--power-iterations", "50",
+                         "--scale", "1.2", "--out", str(tmp_path)]) == 0
+    columns, rows = _read(tmp_path / "init-variance.csv")
+    assert tuple(columns) == analyze.INIT_COLUMNS
+    assert len(rows) == len(analyze.INIT_SETTINGS) * len(LAYERS)
+    _assert_png(tmp_path / "init-variance.png")
+
+    def ratio(setting, layer, column="var_over_lecun"):
+        return next(float(row[column]) for row in rows
+                    if row["setting"] == setting and row["name"] == layer)
+
+    for layer in LAYERS[:-1]:
+        assert 0.9 < ratio("lecun", layer) < 1.1
+        assert 0.1 < ratio("sn", layer) < 1.0
+        # BSSN is c * BSN: c^2 times the variance (up to the sigmas' power-iteration error).
+        assert ratio("bssn", layer) / ratio("bsn", layer) == pytest.approx(1.44, rel=0.05)
+    # On the 8x8 grid of the first layer the operator norm exceeds the fan-in view's sigma.
+    assert ratio("strict", "conv1") < 0.5 * ratio("sn", "conv1")
+
+
+@pytest.mark.slow
+def test_gradients_records_every_layer_from_initialization_on(images_npz, tmp_path):
+    assert analyze.main(["gradients", "--dataset", "npz", "--data-dir", str(images_npz),
+                         "--image-size", "8", "--batch-size", "4", "--num-images", "4",
+                         "--norms", "none", "strict", "--steps", "1", "--seeds", "0",
+                         "--warm-up", "2", "--out", str(tmp_path)]) == 0
+    columns, rows = _read(tmp_path / "gradients.csv")
+    assert tuple(columns) == analyze.GRADIENT_COLUMNS
+    keys = [(row["norm"], row["step"], row["layer"]) for row in rows]
+    assert keys == [(norm, step, layer) for norm in ("none", "strict") for step in ("0", "1")
+                    for layer in LAYERS]
+    assert all(np.isfinite(float(row["grad_norm"])) and float(row["grad_norm"]) > 0
+               for row in rows)
+    _assert_png(tmp_path / "gradients.png")
+
+
+@pytest.mark.slow
+# Six images are too few for FID's covariances and KID's subsets; that is the point here.
+@pytest.mark.filterwarnings("ignore::training.metrics.SingularCovarianceWarning")
+@pytest.mark.filterwarnings("ignore:KID subset_size")
+def test_sweep_gathers_runs_in_one_csv_and_skips_finished_ones(images_npz, tmp_path,
+                                                                monkeypatch):
+    def sweep(*scales):
+        return analyze.main(["sweep", "--dataset", "npz", "--data-dir", str(images_npz),
+                             "--image-size", "8", "--batch-size", "4", "--norms", "sn",
+                             "--scales", *scales, "--seeds", "0", "--steps", "2",
+                             "--eval-every", "2", "--kid-samples", "6", "--kid-real", "6",
+                             "--pixel-size", "4", "--extractor", "pixels",
+                             "--out", str(tmp_path)])
+
+    assert sweep("1.0") == 0
+    trained = []
+    real_train = analyze.train
+    monkeypatch.setattr(analyze, "train",
+                        lambda config, run_dir, **kwargs: trained.append(run_dir.name)
+                        or real_train(config, run_dir, **kwargs))
+    assert sweep("1.0", "1.5") == 0
+    assert trained == ["sn-c1.5-s0"]  # the finished run is not trained again
+
+    columns, rows = _read(tmp_path / "sweep.csv")
+    assert tuple(columns) == analyze.SWEEP_COLUMNS
+    assert [(row["norm"], float(row["scale"]), row["step"], row["status"]) for row in rows] == [
+        ("sn", 1.0, "2", "finished"), ("sn", 1.5, "2", "finished")]
+    assert all(np.isfinite(float(row["kid"])) and "pixels" in row["extractor"] for row in rows)
+    _assert_png(tmp_path / "sweep.png")

@@ -1,0 +1,112 @@
+"""DiagnosticsCallback: what it logs, when, and that its gradient norms are D's true ones."""
+
+import csv
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_bssn import SpectralNormalization, StrictSpectralNormalization
+from training.callbacks import DiagnosticsCallback
+from training.gan import GAN
+
+LATENT_DIM = 6
+
+
+def _gan() -> GAN:
+    latents = keras.Input((LATENT_DIM,))
+    x = keras.layers.Dense(4 * 4 * 4)(latents)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.Reshape((4, 4, 4))(keras.layers.ReLU()(x))
+    x = keras.layers.Conv2DTranspose(3, 3, strides=2, padding="same", activation="tanh")(x)
+    generator = keras.Model(latents, x)
+
+    images = keras.Input((8, 8, 3))
+    x = StrictSpectralNormalization(keras.layers.Conv2D(4, 3, strides=2, padding="same"),
+                                    name="strict_conv")(images)
+    x = keras.layers.Conv2D(4, 3, name="plain_conv")(keras.layers.LeakyReLU(0.1)(x))
+    logits = SpectralNormalization(keras.layers.Dense(1), name="logits")(
+        keras.layers.Flatten()(x))
+    gan = GAN(generator, keras.Model(images, logits), seed=1)
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+    return gan
+
+
+def _images(count=32):
+    return np.tanh(np.random.default_rng(0).standard_normal((count, 8, 8, 3))).astype("float32")
+
+
+def _fit(gan, callback, csv_path, steps_per_epoch=2, epochs=2):
+    data = tf.data.Dataset.from_tensor_slices(_images()).batch(8, drop_remainder=True).repeat()
+    gan.fit(data, steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=0, shuffle=False,
+            callbacks=[callback, keras.callbacks.CSVLogger(str(csv_path))])
+    with open(csv_path) as file:
+        return list(csv.DictReader(file))
+
+
+EXPECTED_KEYS = [
+    "diag/weight_grad/strict_conv", "diag/weight_grad/plain_conv", "diag/weight_grad/logits",
+    "diag/sigma/strict_conv", "diag/sigma/logits",
+    "diag/weight_std/strict_conv", "diag/weight_std/plain_conv", "diag/weight_std/logits",
+    "diag/var_over_lecun/strict_conv", "diag/var_over_lecun/plain_conv",
+    "diag/var_over_lecun/logits",
+    *(f"diag/input_grad_{kind}_{stat}" for kind in ("real", "fake")
+      for stat in ("mean", "min", "max")),
+]
+
+
+def test_every_key_is_logged_with_finite_values_and_to_the_summary_writer(tmp_path):
+    writer = tf.summary.create_file_writer(str(tmp_path / "logs"))
+    callback = DiagnosticsCallback(2, tf.data.Dataset.from_tensor_slices(_images()).batch(5),
+                                   num_images=8, summary_writer=writer)
+    rows = _fit(_gan(), callback, tmp_path / "metrics.csv")
+    assert len(rows) == 2
+    assert sorted(key for key in rows[0] if key.startswith("diag/")) == sorted(EXPECTED_KEYS)
+    for row in rows:
+        for key in EXPECTED_KEYS:
+            assert np.isfinite(float(row[key])), key
+    assert [entry["step"] for entry in callback.history] == [0, 2, 4]
+    stats = callback.history[-1]
+    assert (stats["diag/input_grad_fake_min"] <= stats["diag/input_grad_fake_mean"]
+            <= stats["diag/input_grad_fake_max"])
+    assert list((tmp_path / "logs").glob("events.out.tfevents.*"))
+
+
+def test_epochs_without_a_measurement_log_nan(tmp_path):
+    callback = DiagnosticsCallback(3, _images(), num_images=4)
+    rows = _fit(_gan(), callback, tmp_path / "metrics.csv", steps_per_epoch=2, epochs=3)
+    measured = [np.isfinite(float(row["diag/weight_grad/logits"])) for row in rows]
+    assert measured == [False, True, True]  # measurements at steps 3 and 6
+    assert [entry["step"] for entry in callback.history] == [0, 3, 6]
+
+
+def test_gradient_norms_match_an_independent_computation_and_nothing_changes(tmp_path):
+    gan = _gan()
+    callback = DiagnosticsCallback(2, _images(), num_images=8, seed=5)
+    _fit(gan, callback, tmp_path / "metrics.csv")
+    state = [np.array(weight) for weight in gan.weights]
+    values = callback.evaluate()
+    for before, weight in zip(state, gan.weights):
+        np.testing.assert_array_equal(before, np.array(weight))
+
+    discriminator = gan.discriminator
+    kernels = {"strict_conv": discriminator.get_layer("strict_conv").layer.kernel,
+               "plain_conv": discriminator.get_layer("plain_conv").kernel,
+               "logits": discriminator.get_layer("logits").layer.kernel}
+    latents = np.random.default_rng(5).standard_normal((8, LATENT_DIM)).astype("float32")
+    fake = gan.generator(latents, training=True)
+    images = tf.concat([_images()[:8], fake], axis=0)
+    with tf.GradientTape() as tape, tf.GradientTape() as input_tape:
+        input_tape.watch(images)
+        logits = discriminator(images, training=False)[:, 0]
+        hinge = tf.nn.relu(1.0 - logits[:8]) + tf.nn.relu(1.0 + logits[8:])
+        loss = tf.reduce_mean(hinge)
+    gradients = tape.gradient(loss, list(kernels.values()))
+    for name, gradient in zip(kernels, gradients):
+        np.testing.assert_allclose(values[f"diag/weight_grad/{name}"],
+                                   float(tf.norm(gradient)), rtol=1e-4)
+    input_norms = tf.norm(tf.reshape(input_tape.gradient(logits, images), (16, -1)), axis=1)
+    np.testing.assert_allclose(values["diag/input_grad_real_max"],
+                               float(tf.reduce_max(input_norms[:8])), rtol=1e-4)
+    np.testing.assert_allclose(values["diag/input_grad_fake_mean"],
+                               float(tf.reduce_mean(input_norms[8:])), rtol=1e-4)
