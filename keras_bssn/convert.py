@@ -56,8 +56,9 @@ def spectral_normalize(
 
     Args:
         model: a built Sequential or functional model.
-        method: "sn" / "ssn" (SpectralNormalization) or "bsn" / "bssn"
-            (BidirectionalSpectralNormalization); the scale is `scale` either way.
+        method: "sn" / "ssn" (SpectralNormalization), "bsn" / "bssn"
+            (BidirectionalSpectralNormalization) or "strict" (StrictSpectralNormalization);
+            the scale is `scale` in every case.
         scale: the constant c.
         power_iterations: power-iteration steps per training call.
         eps: floor on sigma.

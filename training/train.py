@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import pathlib
+import signal
 import sys
 from typing import Any
 
@@ -27,7 +28,7 @@ _OVERRIDES: dict[str, tuple[type, str]] = {
     "data_dir": (str, "TFDS data dir, image folder / .tar.gz, or .npz/.npy file"),
     "image_size": (int, "image side in pixels"),
     "arch": (str, "cnn or resnet"),
-    "norm": (str, "discriminator normalization: none, sn, ssn, bsn, bssn"),
+    "norm": (str, "discriminator normalization: none, sn, ssn, bsn, bssn, strict"),
     "scale": (float, "the constant c of SSN/BSSN"),
     "power_iterations": (int, "power-iteration steps per D update"),
     "latent_dim": (int, "size of z"),
@@ -222,6 +223,8 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
             config.dataset, config.data_dir, batch_size=config.batch_size * config.n_dis,
             image_size=config.image_size, seed=config.seed + step)
         guard = callbacks.StopOnNonFiniteLoss()
+        # A polite kill (SIGTERM: `kill`, a cluster's preemption) saves a checkpoint like Ctrl-C.
+        previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             gan.fit(dataset, steps_per_epoch=config.log_every,
                     initial_epoch=step // config.log_every,
@@ -231,6 +234,8 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
             print(f"\nInterrupted at step {checkpoint.step}; saved {checkpoint.save()}. "
                   "Run the same command to resume.", file=sys.stderr)
             return EXIT_INTERRUPTED
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
         if guard.triggered:
             print(f"error: stopped, {guard.triggered}. The last good checkpoint is "
                   f"{checkpoint.latest}; lower the learning rates or change --scale and "

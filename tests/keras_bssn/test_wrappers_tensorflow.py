@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization
+from tests.strategies import two_cpu_strategy
 
 tf = pytest.importorskip("tensorflow")
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "tensorflow",
@@ -44,7 +45,7 @@ def test_mirrored_strategy_keeps_vectors_identical_and_equal_to_one_device():
     initial = _discriminator().get_weights()
 
     single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), initial, x, y, steps=4)
-    mirrored = _train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial, x, y,
+    mirrored = _train(two_cpu_strategy(), initial, x, y,
                       steps=4)
 
     for vector in (v for v in mirrored.non_trainable_weights):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tests.training import multiworker_worker as worker
 from training.distribute import (
+from tests.strategies import two_cpu_strategy
     STRATEGY_NAMES,
     MultiWorkerFitMixin,
     global_batch_loss,
@@ -34,7 +35,7 @@ WORKER_TIMEOUT_S = 120
 
 
 def _two_cpus() -> tf.distribute.Strategy:
-    return make_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])
+    return two_cpu_strategy()
 
 
 def _per_replica(strategy: tf.distribute.Strategy, fn) -> list[np.ndarray]:

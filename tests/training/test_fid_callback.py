@@ -24,6 +24,7 @@ from training.callbacks.fid import (
     sample_latents,
 )
 from training.inception import FEATURES, PROBS, ModelExtractor
+from tests.strategies import two_cpu_strategy
 
 SCORES = ["fid", "is_mean", "is_std", "kid", "kid_std"]
 TINY_PROTOCOL = dict(
@@ -151,7 +152,7 @@ def test_cached_real_statistics_are_reused_without_loading_the_data(tmp_path):
 
 
 def test_evaluation_runs_on_the_models_distribution_strategy():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy()
     with strategy.scope():
         model = StandInGAN()
     fid = FIDCallback(_real_images(), _extractor(), **TINY_PROTOCOL)

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization, spectral
 from training.gan import GAN
+from tests.strategies import two_cpu_strategy
 
 LATENT_DIM = 8
 
@@ -91,7 +92,7 @@ def test_two_replicas_train_like_one_device_with_the_same_global_batch():
     reference = _gan()
     initial = (reference.generator.get_weights(), reference.discriminator.get_weights())
     single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), initial)
-    mirrored = _train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]), initial)
+    mirrored = _train(two_cpu_strategy(), initial)
     for model in ("generator", "discriminator"):
         for one, two in zip(getattr(single, model).get_weights(),
                             getattr(mirrored, model).get_weights()):

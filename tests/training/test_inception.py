@@ -16,6 +16,7 @@ from tests.training.fid_testing import (
 )
 from training import inception
 from training.inception import FEATURES, PROBS
+from tests.strategies import two_cpu_strategy
 
 
 def _tiny_inception_graph_def() -> tf.compat.v1.GraphDef:
@@ -236,7 +237,7 @@ def test_collect_keeps_at_most_the_rows_asked_per_key():
 
 
 def test_generated_images_give_the_same_outputs_in_order_on_two_replicas():
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = two_cpu_strategy()
     with strategy.scope():
         generator = tiny_generator()
     extractor = inception.ModelExtractor(tiny_feature_model(), batch_size=4)

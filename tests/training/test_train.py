@@ -119,7 +119,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(images_npz, tmp_path):
     assert "Resuming" in resumed.stdout
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits(images_npz, tmp_path):
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
+def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signal):
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     process = subprocess.Popen(
@@ -129,7 +130,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits(images_npz, tmp_path):
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "samples").glob("step_0000004.png")):
         time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == train.EXIT_INTERRUPTED, stderr[-3000:]
     assert "Run the same command to resume" in stderr
