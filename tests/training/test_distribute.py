@@ -20,8 +20,8 @@ import pytest
 import tensorflow as tf
 
 from tests.training import multiworker_worker as worker
-from training.distribute import (
 from tests.strategies import two_cpu_strategy
+from training.distribute import (
     STRATEGY_NAMES,
     MultiWorkerFitMixin,
     global_batch_loss,
