@@ -151,21 +151,24 @@ def kernel_layout(layer: keras.layers.Layer) -> KernelLayout:
     )
 
 
-def matrix_views(kernel, layout: KernelLayout) -> list:
+def matrix_views(kernel, layout: KernelLayout, array_module=ops) -> list:
     """The matrices whose spectral norms SN (view 1) and BSN (views 1 and 2) divide by.
 
     Args:
         kernel: the kernel tensor, laid out as `layout` says.
         layout: the kernel's `KernelLayout`.
+        array_module: `keras.ops` (default), or `numpy` for exact float64 host-side views
+            (some backends, JAX by default, compute in float32 only).
 
     Returns:
         `[view_1]` for kernels without spatial axes, else `[view_1, view_2]`.
     """
     spatial, ins, outs = layout.spatial_axes, layout.in_axes, layout.out_axes
     shapes = layout.view_shapes(tuple(kernel.shape))
-    views = [ops.reshape(ops.transpose(kernel, spatial + ins + outs), shapes[0])]
+    transpose, reshape = array_module.transpose, array_module.reshape
+    views = [reshape(transpose(kernel, spatial + ins + outs), shapes[0])]
     if layout.has_second_view:
-        views.append(ops.reshape(ops.transpose(kernel, spatial + outs + ins), shapes[1]))
+        views.append(reshape(transpose(kernel, spatial + outs + ins), shapes[1]))
     return views
 
 
@@ -222,5 +225,6 @@ def exact_spectral_norm(matrix) -> float:
 
 def exact_view_norms(kernel, layout: KernelLayout) -> tuple[float, float]:
     """The exact spectral norms of view 1 and view 2 of a kernel (equal without spatial axes)."""
-    norms = [exact_spectral_norm(view) for view in matrix_views(kernel, layout)]
+    kernel = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
+    norms = [exact_spectral_norm(view) for view in matrix_views(kernel, layout, np)]
     return norms[0], norms[-1]
