@@ -17,7 +17,8 @@ from keras_bssn import collect_sigmas
 from training import losses
 from training.distribute import MultiWorkerFitMixin, global_batch_loss, replica_latents
 
-_DISCRIMINATOR_STREAM, _GENERATOR_STREAM = 0, 1
+# Independent random streams: latents of D updates, of G updates, and the penalty's mixing.
+_DISCRIMINATOR_STREAM, _GENERATOR_STREAM, _PENALTY_STREAM = 0, 1, 2
 
 
 @keras.saving.register_keras_serializable(package="training")
@@ -95,7 +96,7 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         # No Keras optimizer: ours are d_optimizer and g_optimizer (an unused default one would
         # be built for every weight under a strategy).
         super().compile(optimizer=None, **kwargs)
-        losses.discriminator_loss(loss, ops.zeros((1,)), ops.zeros((1,)))  # validates the name
+        losses.check_loss_name(loss)
         if n_dis < 1:
             raise ValueError(f"`n_dis` must be >= 1, got {n_dis}.")
         if gradient_penalty < 0:
@@ -186,8 +187,8 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     def _gradient_penalty(self, real, fake):
         """(||grad D(x_hat)|| - 1)^2 per example at random interpolates (WGAN-GP)."""
         batch = ops.shape(real)[0]
-        mix = self._latents(batch, _DISCRIMINATOR_STREAM, self.d_optimizer.iterations,
-                            width=1, uniform=True)
+        mix = self._latents(batch, _PENALTY_STREAM, self.d_optimizer.iterations, width=1,
+                            uniform=True)
         mix = ops.reshape(ops.cast(mix, real.dtype), (-1, 1, 1, 1))
         interpolates = real + mix * (ops.cast(fake, real.dtype) - real)
         with tf.GradientTape() as tape:

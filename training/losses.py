@@ -7,7 +7,8 @@ from keras import ops
 LOSSES = ("hinge", "non_saturating", "wasserstein")
 
 
-def _check(name: str) -> None:
+def check_loss_name(name: str) -> None:
+    """Refuses an unknown loss name, listing the valid ones."""
     if name not in LOSSES:
         raise ValueError(f"Unknown GAN loss {name!r}; choose one of {', '.join(LOSSES)}.")
 
@@ -23,7 +24,7 @@ def discriminator_loss(name: str, real_logits, fake_logits) -> tuple:
     Returns:
         (real_term, fake_term); the loss is their sum.
     """
-    _check(name)
+    check_loss_name(name)
     real, fake = ops.reshape(real_logits, (-1,)), ops.reshape(fake_logits, (-1,))
     if name == "hinge":
         return ops.relu(1.0 - real), ops.relu(1.0 + fake)
@@ -34,7 +35,7 @@ def discriminator_loss(name: str, real_logits, fake_logits) -> tuple:
 
 def generator_loss(name: str, fake_logits):
     """The generator's loss per example: -D(G(z)) for hinge and Wasserstein."""
-    _check(name)
+    check_loss_name(name)
     fake = ops.reshape(fake_logits, (-1,))
     if name == "non_saturating":
         return ops.softplus(-fake)
