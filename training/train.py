@@ -218,10 +218,9 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
     if step:
         print(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
     if step < config.steps:
-        # Reseeding the data order with the step keeps a resumed run reproducible.
         dataset = data.make_train_dataset(
             config.dataset, config.data_dir, batch_size=config.batch_size * config.n_dis,
-            image_size=config.image_size, seed=config.seed + step)
+            image_size=config.image_size, seed=config.seed, start_batch=step)
         guard = callbacks.StopOnNonFiniteLoss()
         # A polite kill (SIGTERM: `kill`, a cluster's preemption) saves a checkpoint like Ctrl-C.
         previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)

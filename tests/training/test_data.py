@@ -400,6 +400,23 @@ def test_train_dataset_order_follows_seed(numbered_npz):
     assert first_batches(7) != first_batches(8)
 
 
+def test_train_dataset_resumes_the_uninterrupted_stream(numbered_npz):
+    uninterrupted = batch_ids(data.make_train_dataset("npz", numbered_npz, 4, seed=3), 9)
+    # Batch 5 starts mid-epoch and the resumed stream crosses two more epoch boundaries.
+    resumed = data.make_train_dataset("npz", numbered_npz, 4, seed=3, start_batch=5)
+    np.testing.assert_array_equal(batch_ids(resumed, 4), uninterrupted[5:])
+
+
+def test_train_dataset_reseeds_a_resume_it_cannot_skip_to(numbered_npz):
+    def first_batches(start_batch):
+        dataset = data.make_train_dataset("npz", numbered_npz, 4, seed=3, cache=False,
+                                          start_batch=start_batch)
+        return batch_ids(dataset, 3)
+
+    assert not np.array_equal(first_batches(0), first_batches(5))
+    np.testing.assert_array_equal(first_batches(5), first_batches(5))
+
+
 @pytest.mark.parametrize(
     "cache, limit, decodes_once",
     [(True, None, True), (False, None, False), (True, 0, False)],
@@ -538,3 +555,5 @@ def test_sizes_must_be_positive(numbered_npz):
         data.load_images("npz", numbered_npz, image_size=0)
     with pytest.raises(ValueError, match="batch_size"):
         data.make_train_dataset("npz", numbered_npz, batch_size=0)
+    with pytest.raises(ValueError, match="start_batch must be 0 or positive"):
+        data.make_train_dataset("npz", numbered_npz, batch_size=2, start_batch=-1)
