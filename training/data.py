@@ -189,6 +189,27 @@ def make_train_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
+def source_key(dataset: str, data_dir: str | None, image_size: int | None) -> str:
+    """A name for the images these arguments load, for caches of what is computed from them.
+
+    TFDS data sets are named by themselves; local files and folders also by a digest of
+    their resolved path, size and modification time, so that statistics of one folder are
+    never served for another, nor for an archive since replaced.
+
+    Example:
+
+    >>> source_key("cifar10", None, 32)
+    'cifar10-32'
+    """
+    size = "native" if image_size is None else str(image_size)
+    if dataset in _TFDS_SPECS or data_dir is None:
+        return f"{dataset}-{size}"
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"--data-dir {data_dir} does not exist.")
+    return f"{dataset}-{path.name}-{_path_key(path)}-{size}"
+
+
 def _load_source(
     dataset: str, data_dir: str | None, split: str, image_size: int | None
 ) -> _Source:
@@ -450,7 +471,7 @@ def _extract_once(archive: Path) -> Path:
     Extraction goes to a temporary folder beside the cache entry, renamed into place when
     complete, so an interrupted extraction never leaves a half-filled entry behind.
     """
-    target = _cache_folder() / f"{_archive_stem(archive)}-{_archive_key(archive)}"
+    target = _cache_folder() / f"{_archive_stem(archive)}-{_path_key(archive)}"
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -479,10 +500,10 @@ def _archive_stem(archive: Path) -> str:
     return name[: -len(suffix)]
 
 
-def _archive_key(archive: Path) -> str:
-    # A changed or replaced archive gets a new cache entry instead of a stale one.
-    stat = archive.stat()
-    identity = f"{archive.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
+def _path_key(path: Path) -> str:
+    # A changed or replaced file gets a new cache entry instead of a stale one.
+    stat = path.stat()
+    identity = f"{path.resolve()}\0{stat.st_size}\0{stat.st_mtime_ns}"
     return hashlib.sha256(identity.encode()).hexdigest()[:12]
 
 

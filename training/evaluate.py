@@ -58,9 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.stats:
         real = RealStatistics.load(args.stats)
     else:
+        from training.data import source_key  # imported here: the data stack is heavy
+
         cache_path = real_statistics_cache_path(
-            args.cache_dir, args.dataset, args.split, extractor.name, args.num_real
-        )
+            args.cache_dir, source_key(args.dataset, args.data_dir, args.image_size),
+            args.split, extractor.name, args.num_real)
         real = cached_real_statistics(
             extractor, lambda: real_dataset(args), args.num_real, cache_path
         )

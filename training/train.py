@@ -157,7 +157,8 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path):
                                  image_size=config.image_size).shuffle(50_000, seed=0),
         extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
         num_real=config.fid_real_samples, num_is_samples=config.is_samples,
-        dataset_name=f"{config.dataset}-{config.image_size}", split="train",
+        dataset_name=data.source_key(config.dataset, config.data_dir, config.image_size),
+        split="train",
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 

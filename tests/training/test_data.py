@@ -550,6 +550,22 @@ def test_npz_with_several_arrays_lists_them(tmp_path):
         data.load_images("npz", str(tmp_path / "many.npz"))
 
 
+def test_source_key_tells_local_sources_apart(tmp_path, numbered_npz):
+    other = tmp_path / "other.npz"
+    shutil.copy(numbered_npz, other)
+    key = data.source_key("npz", numbered_npz, 32)
+    assert key.startswith("npz-numbered.npz-") and key.endswith("-32")
+    assert data.source_key("npz", numbered_npz, 32) == key
+    assert data.source_key("npz", str(other), 32) != key
+    assert data.source_key("npz", numbered_npz, 16) != key
+    np.savez(numbered_npz, x=np.zeros((3, 4, 4, 3), np.uint8))  # replaced in place
+    os.utime(numbered_npz, ns=(0, 0))
+    assert data.source_key("npz", numbered_npz, 32) != key
+    assert data.source_key("cifar10", "/wherever/tfds/lives", None) == "cifar10-native"
+    with pytest.raises(FileNotFoundError, match="missing.npz does not exist"):
+        data.source_key("npz", str(tmp_path / "missing.npz"), 32)
+
+
 def test_sizes_must_be_positive(numbered_npz):
     with pytest.raises(ValueError, match="image_size"):
         data.load_images("npz", numbered_npz, image_size=0)

@@ -97,7 +97,8 @@ def test_evaluate_a_keras_generator_against_a_data_set_caches_its_statistics(
     assert [line.split()[0] for line in table[2:]] == [
         "fid", "is_mean", "is_std", "kid", "kid_std"
     ]
-    cached = list(tmp_path.glob(f"npz-train-features_*-{NUM_REAL}.npz"))
+    # Named by the data file too, so that another file's statistics are never reused.
+    cached = list(tmp_path.glob(f"npz_images.npy_*_native-train-features_*-{NUM_REAL}.npz"))
     assert len(cached) == 1 and metrics.load_features(cached[0]).shape == (NUM_REAL, 6)
 
 
