@@ -239,10 +239,12 @@ def diagnostics_history(config, num_images: int, warm_up: int) -> list[dict[str,
     keras.utils.set_random_seed(config.seed)
     gan = build_gan(config)
     converge_sigmas(gan.discriminator, warm_up)
-    real = data.load_images(config.dataset, config.data_dir, image_size=config.image_size)
+    real = data.load_images(config.dataset, config.data_dir, image_size=config.image_size,
+                            crop_size=config.crop_size)
     callback = DiagnosticsCallback(1, real, num_images=num_images, seed=config.seed)
     batches = data.make_train_dataset(config.dataset, config.data_dir, config.batch_size,
-                                      image_size=config.image_size, seed=config.seed)
+                                      image_size=config.image_size,
+                                      crop_size=config.crop_size, seed=config.seed)
     gan.fit(batches, steps_per_epoch=config.steps, epochs=1, callbacks=[callback], verbose=0,
             shuffle=False)
     return callback.history

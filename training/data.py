@@ -66,7 +66,7 @@ _TFDS_SPECS = {
         crop_size=128,
         fix="Without internet access (TFDS fetches CelebA from Google Drive, which often "
         "refuses), use --dataset folder --data-dir <img_align_celeba folder or .tar.gz> "
-        "--image-size 64; note that it crops the largest centred square, not 128x128.",
+        "--image-size 64 --crop-size 128 (the paper's crop).",
     ),
     "imagenet2012": _TfdsSpec(
         image_size=128,
@@ -102,12 +102,14 @@ def load_images(
     data_dir: str | None = None,
     split: str = "train",
     image_size: int | None = None,
+    crop_size: int | None = None,
 ) -> tf.data.Dataset:
     """Loads images in a fixed order, as float32 in [-1, 1] of shape (S, S, 3).
 
     Unbatched: batch (and prefetch) it for evaluation, or use `make_train_dataset` to train.
     Folder images come in an order that mixes classes, so the first N are a fair sample.
-    Non-square images are centre-cropped to their largest square (CelebA: to 128x128).
+    Images are centre-cropped to a `crop_size` square, by default their largest square
+    (CelebA from TFDS: 128x128, as in the paper).
     Resizing uses antialiased bilinear interpolation, which matches PIL's (and so
     torchvision's) bilinear resize to within rounding; plain bilinear aliases when
     downsampling by 2 as STL-10 and CelebA need. Resized images are rounded back to uint8.
@@ -125,12 +127,16 @@ def load_images(
         split: "train" or "test"; TFDS datasets also take their own split names and
             slices such as "train[:10%]".
         image_size: side S of the output images; None keeps the dataset's reference size
-            (TFDS datasets) or the images' own size (then all images must share one size).
+            (TFDS datasets), the crop's size, or the images' own size (then all images must
+            share one size).
+        crop_size: side of the centred square cut before resizing; None takes the data
+            set's reference crop (TFDS `celeb_a`: 128) or the largest square. Give 128 for
+            a folder of aligned CelebA faces to match the paper.
 
     Returns:
         A `tf.data.Dataset` of float32 images in [-1, 1].
     """
-    source = _load_source(dataset, data_dir, split, image_size)
+    source = _load_source(dataset, data_dir, split, image_size, crop_size)
     return source.images.map(_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -144,11 +150,12 @@ def make_train_dataset(
     shuffle_buffer: int = 10_000,
     cache: bool = True,
     start_batch: int = 0,
+    crop_size: int | None = None,
 ) -> tf.data.Dataset:
     """Endless shuffled batches of float32 images in [-1, 1], shaped (batch_size, S, S, 3).
 
     Args:
-        dataset, data_dir, split, image_size: as for `load_images`.
+        dataset, data_dir, split, image_size, crop_size: as for `load_images`.
         batch_size: the global batch size; `strategy.experimental_distribute_dataset`
             splits each batch between replicas.
         seed: shuffle seed (combined with TensorFlow's global seed, as tf.data does); the
@@ -171,7 +178,7 @@ def make_train_dataset(
         raise ValueError(f"batch_size must be positive; got {batch_size}.")
     if start_batch < 0:
         raise ValueError(f"start_batch must be 0 or positive; got {start_batch}.")
-    source = _load_source(dataset, data_dir, split, image_size)
+    source = _load_source(dataset, data_dir, split, image_size, crop_size)
     images = source.images
     cached = cache and _fits_in_memory(source)
     if cached:
@@ -189,7 +196,9 @@ def make_train_dataset(
     return batches.prefetch(tf.data.AUTOTUNE)
 
 
-def source_key(dataset: str, data_dir: str | None, image_size: int | None) -> str:
+def source_key(
+    dataset: str, data_dir: str | None, image_size: int | None, crop_size: int | None = None
+) -> str:
     """A name for the images these arguments load, for caches of what is computed from them.
 
     TFDS data sets are named by themselves; local files and folders also by a digest of
@@ -202,6 +211,8 @@ def source_key(dataset: str, data_dir: str | None, image_size: int | None) -> st
     'cifar10-32'
     """
     size = "native" if image_size is None else str(image_size)
+    if crop_size is not None:
+        size = f"crop{crop_size}-{size}"
     if dataset in _TFDS_SPECS or data_dir is None:
         return f"{dataset}-{size}"
     path = Path(data_dir).expanduser()
@@ -211,20 +222,23 @@ def source_key(dataset: str, data_dir: str | None, image_size: int | None) -> st
 
 
 def _load_source(
-    dataset: str, data_dir: str | None, split: str, image_size: int | None
+    dataset: str, data_dir: str | None, split: str, image_size: int | None,
+    crop_size: int | None = None,
 ) -> _Source:
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}.")
     if image_size is not None and image_size < 1:
         raise ValueError(f"image_size must be positive or None; got {image_size}.")
+    if crop_size is not None and crop_size < 1:
+        raise ValueError(f"crop_size must be positive or None; got {crop_size}.")
     if dataset in _TFDS_SPECS:
-        return _tfds_source(dataset, data_dir, split, image_size)
+        return _tfds_source(dataset, data_dir, split, image_size, crop_size)
     if data_dir is None:
         what = "a folder or .tar.gz of images" if dataset == "folder" else "a .npz or .npy file"
         raise ValueError(f"--dataset {dataset} needs --data-dir: {what}.")
     if dataset == "folder":
-        return _folder_source(Path(data_dir).expanduser(), split, image_size)
-    return _array_source(Path(data_dir).expanduser(), split, image_size)
+        return _folder_source(Path(data_dir).expanduser(), split, image_size, crop_size)
+    return _array_source(Path(data_dir).expanduser(), split, image_size, crop_size)
 
 
 def _to_unit_range(images: tf.Tensor) -> tf.Tensor:
@@ -266,6 +280,11 @@ def _to_square(
     """
 
     def square(image: tf.Tensor) -> tf.Tensor:
+        if crop_size is not None:
+            tf.debugging.assert_greater_equal(
+                tf.reduce_min(tf.shape(image)[:2]), crop_size,
+                message=f"An image is smaller than the crop size {crop_size}; give a smaller "
+                "crop_size (--crop-size), or none to crop the largest centred square.")
         image = _centre_crop(image, crop_size)
         if resize:
             image = _resize(image, size)
@@ -291,8 +310,12 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
 # TFDS datasets.
 
 
-def _tfds_source(name: str, data_dir: str | None, split: str, image_size: int | None) -> _Source:
+def _tfds_source(
+    name: str, data_dir: str | None, split: str, image_size: int | None,
+    crop_size: int | None,
+) -> _Source:
     spec = _TFDS_SPECS[name]
+    crop_size = crop_size or spec.crop_size
     builder = tfds.builder(name, data_dir=data_dir)
     if not builder.is_prepared():
         _download_and_prepare(builder, data_dir, spec)
@@ -305,12 +328,12 @@ def _tfds_source(name: str, data_dir: str | None, split: str, image_size: int | 
     num_images = int(examples.cardinality())
     size = image_size or spec.image_size
     native_height, native_width, _ = builder.info.features["image"].shape
-    already_sized = spec.crop_size is None and native_height == native_width == size
+    already_sized = crop_size is None and native_height == native_width == size
     images = examples.map(
         lambda example: _decode_image(example["image"]), num_parallel_calls=tf.data.AUTOTUNE
     )
     return _Source(
-        images=_to_square(images, size, spec.crop_size, resize=not already_sized),
+        images=_to_square(images, size, crop_size, resize=not already_sized),
         size=size,
         num_images=num_images if num_images >= 0 else None,
     )
@@ -335,19 +358,21 @@ def _download_and_prepare(
 # Folders of image files.
 
 
-def _folder_source(data_dir: Path, split: str, image_size: int | None) -> _Source:
+def _folder_source(
+    data_dir: Path, split: str, image_size: int | None, crop_size: int | None
+) -> _Source:
     root = _split_folder(_image_folder(data_dir), split)
     paths = _image_files(root)
     images = _decode_files(paths)
-    if image_size is None:
+    size = image_size or crop_size
+    if size is None:
         height, width = _image_shape(paths[0])
         images = images.map(lambda path, image: _checked_shape(path, image, (height, width, 3)))
         size = min(height, width)
     else:
         images = images.map(lambda path, image: image)
-        size = image_size
     return _Source(
-        images=_to_square(images, size, resize=image_size is not None),
+        images=_to_square(images, size, crop_size, resize=image_size is not None),
         size=size,
         num_images=len(paths),
     )
@@ -541,13 +566,15 @@ def _safe_member_path(archive: Path, name: str) -> PurePosixPath:
 # NumPy arrays.
 
 
-def _array_source(path: Path, split: str, image_size: int | None) -> _Source:
+def _array_source(
+    path: Path, split: str, image_size: int | None, crop_size: int | None
+) -> _Source:
     array = _read_array(path, split)
     images = _as_uint8(_with_three_channels(array, path), path)
-    size = image_size or min(images.shape[1:3])
+    size = image_size or crop_size or min(images.shape[1:3])
     dataset = tf.data.Dataset.from_tensor_slices(images)
     return _Source(
-        images=_to_square(dataset, size, resize=image_size is not None),
+        images=_to_square(dataset, size, crop_size, resize=image_size is not None),
         size=size,
         num_images=len(images),
     )

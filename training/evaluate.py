@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.data import source_key  # imported here: the data stack is heavy
 
         cache_path = real_statistics_cache_path(
-            args.cache_dir, source_key(args.dataset, args.data_dir, args.image_size),
+            args.cache_dir,
+            source_key(args.dataset, args.data_dir, args.image_size, args.crop_size),
             args.split, extractor.name, args.num_real)
         real = cached_real_statistics(
             extractor, lambda: real_dataset(args), args.num_real, cache_path

@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
 def add_real_data_arguments(
     parser: argparse.ArgumentParser, dataset_group: argparse._ActionsContainer | None = None
 ) -> None:
-    """`--dataset`, `--data-dir`, `--split`, `--image-size`: which real images to load.
+    """`--dataset`, `--data-dir`, `--split`, `--image-size`, `--crop-size`: which real images.
 
     `--dataset` is required, unless it goes into `dataset_group` (e.g. a required mutually
     exclusive group offering another source of real statistics).
@@ -75,6 +75,10 @@ def add_real_data_arguments(
     parser.add_argument("--split", default="train", help="data set split (default train)")
     parser.add_argument(
         "--image-size", type=positive_int, help="resize real images to this size first"
+    )
+    parser.add_argument(
+        "--crop-size", type=positive_int,
+        help="centre-crop real images to this square before resizing (default: largest)"
     )
 
 
@@ -98,9 +102,8 @@ def real_dataset(args: argparse.Namespace) -> tf.data.Dataset:
     """The real images named by `add_real_data_arguments`' options."""
     from training.data import load_images  # imported here: the data stack is heavy
 
-    return load_images(
-        args.dataset, data_dir=args.data_dir, split=args.split, image_size=args.image_size
-    )
+    return load_images(args.dataset, data_dir=args.data_dir, split=args.split,
+                       image_size=args.image_size, crop_size=args.crop_size)
 
 
 def positive_int(text: str) -> int:

@@ -22,6 +22,7 @@ class TrainConfig:
     dataset: str = "cifar10"
     data_dir: str | None = None
     image_size: int = 32
+    crop_size: int | None = None
     arch: str = "cnn"
     norm: str = "bssn"
     scale: float = 1.0
@@ -76,13 +77,15 @@ _DATASETS = {  # name: (image size, generator steps, default BSSN/SSN scale)
     "celeba": (64, 400_000, 1.2),
 }
 _TFDS_NAMES = {"celeba": "celeb_a"}
+# The paper's centre crop before resizing, also applied to a folder of the same images.
+_CROP_SIZES = {"celeba": 128}
 
 
 def _cnn_presets() -> dict[str, dict[str, Any]]:
     presets = {}
     for dataset, (size, steps, scaled) in _DATASETS.items():
-        base = {"dataset": _TFDS_NAMES.get(dataset, dataset), "image_size": size, "arch": "cnn",
-                "steps": steps}
+        base = {"dataset": _TFDS_NAMES.get(dataset, dataset), "image_size": size,
+                "crop_size": _CROP_SIZES.get(dataset), "arch": "cnn", "steps": steps}
         for norm in ("sn", "ssn", "bsn", "bssn"):
             scale = scaled if norm in ("ssn", "bssn") else 1.0
             presets[f"{dataset}-cnn-{norm}"] = {**base, "norm": norm, "scale": scale}

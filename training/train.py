@@ -27,6 +27,7 @@ _OVERRIDES: dict[str, tuple[type, str]] = {
     "dataset": (str, "data set: cifar10, stl10, celeb_a, imagenet2012, folder, npz"),
     "data_dir": (str, "TFDS data dir, image folder / .tar.gz, or .npz/.npy file"),
     "image_size": (int, "image side in pixels"),
+    "crop_size": (int, "side of the centred square cut before resizing (default: largest)"),
     "arch": (str, "cnn or resnet"),
     "norm": (str, "discriminator normalization: none, sn, ssn, bsn, bssn, strict"),
     "scale": (float, "the constant c of SSN/BSSN"),
@@ -154,10 +155,12 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path):
         return None
     return callbacks.FIDCallback(
         lambda: data.load_images(config.dataset, config.data_dir, split="train",
-                                 image_size=config.image_size).shuffle(50_000, seed=0),
+                                 image_size=config.image_size,
+                                 crop_size=config.crop_size).shuffle(50_000, seed=0),
         extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
         num_real=config.fid_real_samples, num_is_samples=config.is_samples,
-        dataset_name=data.source_key(config.dataset, config.data_dir, config.image_size),
+        dataset_name=data.source_key(config.dataset, config.data_dir, config.image_size,
+                                     config.crop_size),
         split="train",
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
@@ -221,7 +224,8 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
     if step < config.steps:
         dataset = data.make_train_dataset(
             config.dataset, config.data_dir, batch_size=config.batch_size * config.n_dis,
-            image_size=config.image_size, seed=config.seed, start_batch=step)
+            image_size=config.image_size, crop_size=config.crop_size, seed=config.seed,
+            start_batch=step)
         guard = callbacks.StopOnNonFiniteLoss()
         # A polite kill (SIGTERM: `kill`, a cluster's preemption) saves a checkpoint like Ctrl-C.
         previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)

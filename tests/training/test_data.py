@@ -166,12 +166,14 @@ def test_changed_archive_gets_new_cache_entry(tmp_path, monkeypatch):
 # CelebA sample and other image folders.
 
 
-def test_celeba_sample_is_centre_cropped_and_resized():
-    images = as_uint8(take(data.load_images("folder", str(CELEBA_ARCHIVE), image_size=64), 100))
+@pytest.mark.parametrize("crop_size", [None, 128], ids=["largest-square", "papers-crop"])
+def test_celeba_sample_is_centre_cropped_and_resized(crop_size):
+    images = as_uint8(take(data.load_images("folder", str(CELEBA_ARCHIVE), image_size=64,
+                                            crop_size=crop_size), 100))
     assert images.shape == (32, 64, 64, 3)
     with tarfile.open(CELEBA_ARCHIVE) as tar:
         faces = [pil_rgb(tar.extractfile(member)) for member in tar if member.isfile()]
-    expected = [pil_square(face, 64) for face in faces]
+    expected = [pil_square(face, 64, crop_size) for face in faces]
     for image in images:
         # Antialiased bilinear matches PIL to within rounding; plain bilinear does not.
         assert min(np.abs(image.astype(int) - reference).max() for reference in expected) <= 1
@@ -294,6 +296,21 @@ def test_npz_non_square_images_are_cropped_and_resized(tmp_path):
     resized = as_uint8(take(data.load_images("npz", str(tmp_path / "wide.npy"), image_size=4), 100))
     for image, source in zip(resized, images):
         assert np.abs(image.astype(int) - pil_square(source, 4)).max() <= 1
+
+
+def test_crop_size_without_image_size_keeps_the_crop(tmp_path):
+    images = np.random.default_rng(5).integers(0, 256, (2, 12, 8, 3), dtype=np.uint8)
+    np.save(tmp_path / "tall.npy", images)
+    cropped = as_uint8(take(data.load_images("npz", str(tmp_path / "tall.npy"), crop_size=6), 9))
+    np.testing.assert_array_equal(cropped, images[:, 3:9, 1:7])
+
+
+def test_crop_larger_than_the_images_is_refused(tmp_path):
+    np.save(tmp_path / "small.npy", np.zeros((1, 12, 8, 3), np.uint8))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the crop size 10"):
+        take(data.load_images("npz", str(tmp_path / "small.npy"), crop_size=10), 1)
+    with pytest.raises(ValueError, match="crop_size must be positive"):
+        data.load_images("npz", str(tmp_path / "small.npy"), crop_size=0)
 
 
 # TFDS datasets, mocked (no downloads).
@@ -558,6 +575,7 @@ def test_source_key_tells_local_sources_apart(tmp_path, numbered_npz):
     assert data.source_key("npz", numbered_npz, 32) == key
     assert data.source_key("npz", str(other), 32) != key
     assert data.source_key("npz", numbered_npz, 16) != key
+    assert data.source_key("npz", numbered_npz, 32, crop_size=3) != key
     np.savez(numbered_npz, x=np.zeros((3, 4, 4, 3), np.uint8))  # replaced in place
     os.utime(numbered_npz, ns=(0, 0))
     assert data.source_key("npz", numbered_npz, 32) != key

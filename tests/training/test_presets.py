@@ -20,13 +20,18 @@ def test_grid_covers_the_paper():
         "resnet", 128, 16, 32, 0.0, 5)
     assert preset("stl10-cnn-bssn").image_size == 48
     assert preset("celeba-cnn-sn").dataset == "celeb_a"
+    # The paper's crop, kept when a folder of the same faces replaces TFDS.
+    assert preset("celeba-cnn-bssn").crop_size == 128
+    assert preset("cifar10-cnn-bssn").crop_size is None
 
 
 def test_flags_override_the_preset():
     args = build_parser().parse_args(["--preset", "cifar10-cnn-bssn", "--scale", "1.6",
-                                      "--steps", "10", "--n-dis", "2", "--dataset", "folder"])
+                                      "--steps", "10", "--n-dis", "2", "--dataset", "folder",
+                                      "--crop-size", "24"])
     config = resolve_config(args)
-    assert (config.scale, config.steps, config.n_dis, config.dataset) == (1.6, 10, 2, "folder")
+    assert (config.scale, config.steps, config.n_dis, config.dataset, config.crop_size) == (
+        1.6, 10, 2, "folder", 24)
     assert config.norm == "bssn"
 
 
