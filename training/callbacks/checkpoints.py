@@ -2,7 +2,8 @@
 
 `tf.train.CheckpointManager` writes each checkpoint under a temporary name and updates its
 index file last, atomically, so a run killed mid-save resumes from the previous checkpoint.
-The training RNG needs no state of its own: latents are a function of (seed, step).
+The training RNG needs no state of its own: latents are a function of (seed, step), and the
+data stream is rebuilt from the seed and skipped to the step (`make_train_dataset(start_batch=)`).
 """
 
 from __future__ import annotations
