@@ -239,12 +239,10 @@ def diagnostics_history(config, num_images: int, warm_up: int) -> list[dict[str,
     keras.utils.set_random_seed(config.seed)
     gan = build_gan(config)
     converge_sigmas(gan.discriminator, warm_up)
-    real = data.load_images(config.dataset, config.data_dir, image_size=config.image_size,
-                            crop_size=config.crop_size)
+    real = data.load_images(**config.data_source())
     callback = DiagnosticsCallback(1, real, num_images=num_images, seed=config.seed)
-    batches = data.make_train_dataset(config.dataset, config.data_dir, config.batch_size,
-                                      image_size=config.image_size,
-                                      crop_size=config.crop_size, seed=config.seed)
+    batches = data.make_train_dataset(**config.data_source(), batch_size=config.batch_size,
+                                      seed=config.seed)
     gan.fit(batches, steps_per_epoch=config.steps, epochs=1, callbacks=[callback], verbose=0,
             shuffle=False)
     return callback.history

@@ -54,6 +54,11 @@ class TrainConfig:
     extractor: str = "inception-2015"
     export_name: str | None = None
 
+    def data_source(self) -> dict[str, Any]:
+        """The arguments that name this run's images for `training.data`'s loaders."""
+        return {"dataset": self.dataset, "data_dir": self.data_dir,
+                "image_size": self.image_size, "crop_size": self.crop_size}
+
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 

@@ -154,14 +154,10 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path):
               "or --fid-every 0.", file=sys.stderr)
         return None
     return callbacks.FIDCallback(
-        lambda: data.load_images(config.dataset, config.data_dir, split="train",
-                                 image_size=config.image_size,
-                                 crop_size=config.crop_size).shuffle(50_000, seed=0),
+        lambda: data.load_images(**config.data_source(), split="train").shuffle(50_000, seed=0),
         extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
         num_real=config.fid_real_samples, num_is_samples=config.is_samples,
-        dataset_name=data.source_key(config.dataset, config.data_dir, config.image_size,
-                                     config.crop_size),
-        split="train",
+        dataset_name=data.source_key(**config.data_source()), split="train",
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
@@ -223,9 +219,8 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
         print(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
     if step < config.steps:
         dataset = data.make_train_dataset(
-            config.dataset, config.data_dir, batch_size=config.batch_size * config.n_dis,
-            image_size=config.image_size, crop_size=config.crop_size, seed=config.seed,
-            start_batch=step)
+            **config.data_source(), batch_size=config.batch_size * config.n_dis,
+            seed=config.seed, start_batch=step)
         guard = callbacks.StopOnNonFiniteLoss()
         # A polite kill (SIGTERM: `kill`, a cluster's preemption) saves a checkpoint like Ctrl-C.
         previous_handler = signal.signal(signal.SIGTERM, signal.default_int_handler)
