@@ -1,7 +1,7 @@
 """keras_bssn: spectral normalization (SN, SSN, BSN, BSSN) for Keras 3 layers."""
 
 from keras_bssn import constraints, diagnostics, spectral
-from keras_bssn.convert import collect_sigmas, spectral_normalize
+from keras_bssn.convert import advance_power_iteration, collect_sigmas, spectral_normalize
 from keras_bssn.strict import StrictSpectralNormalization
 from keras_bssn.wrappers import BidirectionalSpectralNormalization, SpectralNormalization
 
@@ -11,6 +11,7 @@ __all__ = [
     "BidirectionalSpectralNormalization",
     "SpectralNormalization",
     "StrictSpectralNormalization",
+    "advance_power_iteration",
     "collect_sigmas",
     "constraints",
     "diagnostics",

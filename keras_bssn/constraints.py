@@ -11,9 +11,17 @@ Each constraint keeps one power-iteration vector per view for each variable it c
 created on the first projection. These vectors live in the constraint object, not in the
 model's weights: after a model is reloaded they restart from random and re-converge over the
 next steps (raise `power_iterations` to converge faster).
+
+Backends: the TensorFlow backend only. Its optimizer applies constraints with stateful ops,
+so the vectors can be created and advanced there; JAX's (and others') stateless training
+steps would drop those updates. Elsewhere a constraint refuses with an error that points to
+the wrappers, which keep their vectors as layer weights and work on every backend.
 """
 
 from __future__ import annotations
+
+import math
+import weakref
 
 import keras
 from keras import ops
@@ -28,8 +36,8 @@ class _ProjectionConstraint(keras.constraints.Constraint):
 
     def __init__(self, scale: float = 1.0, power_iterations: int = 1, eps: float = 1e-12,
                  transposed: bool = False):
-        if not scale > 0:
-            raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
+        if not (math.isfinite(float(scale)) and scale > 0):
+            raise ValueError(f"`scale` must be a finite positive number, got {scale!r}.")
         if not isinstance(power_iterations, int) or power_iterations < 1:
             raise ValueError("`power_iterations` must be an integer >= 1, got "
                              f"{power_iterations!r}.")
@@ -37,7 +45,9 @@ class _ProjectionConstraint(keras.constraints.Constraint):
         self.power_iterations = power_iterations
         self.eps = float(eps)
         self.transposed = bool(transposed)
-        self._vectors: dict[int, list[keras.Variable]] = {}
+        # id(variable) -> (weak reference to it, its vectors): ids are reused once a variable
+        # is garbage-collected, so an entry counts only while its variable is alive.
+        self._vectors: dict[int, tuple[weakref.ref, list[keras.Variable]]] = {}
 
     def _num_views(self, layout: spectral.KernelLayout) -> int:
         raise NotImplementedError
@@ -49,18 +59,27 @@ class _ProjectionConstraint(keras.constraints.Constraint):
         return spectral.layout_for_kernel(rank, self.transposed)
 
     def _vectors_for(self, w, layout: spectral.KernelLayout) -> list[keras.Variable]:
-        # Keyed by the variable's identity: one constraint object may serve several layers.
-        key = id(w)
-        if key not in self._vectors:
+        # One constraint object may serve several layers: vectors per constrained variable.
+        owner, vectors = self._vectors.get(id(w), (None, None))
+        if owner is None or owner() is not w:
             shapes = layout.view_shapes(tuple(w.shape))[: self._num_views(layout)]
-            self._vectors[key] = [
+            vectors = [
                 keras.Variable(keras.random.normal((1, cols)), trainable=False,
                                dtype="float32", name=f"constraint_u_view{index + 1}")
                 for index, (_, cols) in enumerate(shapes)
             ]
-        return self._vectors[key]
+            self._vectors[id(w)] = (weakref.ref(w), vectors)
+        return vectors
 
     def __call__(self, w):
+        backend = keras.backend.backend()
+        if backend != "tensorflow":
+            raise NotImplementedError(
+                f"{type(self).__name__} keeps its power-iteration vectors in the constraint, "
+                f"which only the TensorFlow backend's optimizer can update; the {backend} "
+                "backend would drop those updates. Use the wrappers instead "
+                "(keras_bssn.SpectralNormalization / BidirectionalSpectralNormalization), "
+                "which keep their vectors as layer weights and work on every backend.")
         layout = self._layout(len(w.shape))
         kernel = ops.cast(w, "float32")
         sigmas = []

@@ -46,6 +46,8 @@ def spectral_normalize(
     power_iterations: int = 1,
     eps: float = 1e-12,
     layer_filter: Callable[[keras.layers.Layer], bool] | None = None,
+    differentiable_power_iteration: bool = False,
+    vector_updates: str = "in_call",
 ) -> keras.Model:
     """Returns a copy of a Sequential or functional model with its layers normalized.
 
@@ -64,13 +66,17 @@ def spectral_normalize(
         eps: floor on sigma.
         layer_filter: which supported layers to wrap (default: all of them). Unsupported layers
             are never wrapped.
+        differentiable_power_iteration: back-propagate through the power iteration (the
+            official BSN code) instead of holding u and v constant (Miyato et al., PyTorch).
+        vector_updates: "in_call" (every training call stores the advanced u) or "explicit"
+            (only `advance_power_iteration(model)` does, e.g. after each optimizer step).
 
     Returns:
         The converted model.
 
     Raises:
         ValueError: for a subclassed model (wrap its layers by hand instead), an unbuilt
-            model, or an unknown method.
+            model, a model that is already normalized, or an unknown method.
 
     Example:
 
@@ -88,13 +94,20 @@ def spectral_normalize(
     if not model.built:
         raise ValueError("spectral_normalize needs a built model: give it an Input layer or "
                          "call it on data first.")
+    already = normalized_layers(model)
+    if already:
+        raise ValueError(
+            f"The model is already spectrally normalized ({len(already)} wrapped layers, e.g. "
+            f"'{already[0].name}'); convert the original, unnormalized model instead.")
     selected = layer_filter or (lambda layer: True)
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         fresh = layer.__class__.from_config(layer.get_config())
         if _is_supported(layer) and selected(layer):
             return wrapper_class(fresh, scale=scale, power_iterations=power_iterations,
-                                 eps=eps, name=layer.name)
+                                 eps=eps, differentiable_power_iteration=(
+                                     differentiable_power_iteration),
+                                 vector_updates=vector_updates, name=layer.name)
         return fresh
 
     converted = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
@@ -122,6 +135,23 @@ def normalized_layers(model: keras.layers.Layer) -> list[_NormalizedKernelWrappe
     """Every normalization wrapper inside `model` (nested models included), in order."""
     return [layer for layer in model._flatten_layers(include_self=True)
             if isinstance(layer, _NormalizedKernelWrapper)]
+
+
+def advance_power_iteration(model: keras.layers.Layer) -> None:
+    """Advances the stored vectors of every wrapped layer with `vector_updates="explicit"`.
+
+    Call it after each optimizer step of a model built as the official BSN code trains (its
+    training calls look ahead from the stored vectors without storing them). Wrappers that
+    advance in their own calls are left alone.
+
+    Example:
+
+    >>> optimizer.apply_gradients(zip(gradients, discriminator.trainable_weights))
+    >>> advance_power_iteration(discriminator)
+    """
+    for layer in normalized_layers(model):
+        if layer.vector_updates == "explicit":
+            layer.advance_vectors()
 
 
 def collect_sigmas(model: keras.layers.Layer) -> dict:

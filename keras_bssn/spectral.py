@@ -172,32 +172,47 @@ def matrix_views(kernel, layout: KernelLayout, array_module=ops) -> list:
     return views
 
 
+def _floored_norm(x, eps: float):
+    """max(||x||, eps) with a finite gradient at x = 0 (the square root never sees 0)."""
+    return ops.sqrt(ops.maximum(ops.sum(ops.square(x)), eps * eps))
+
+
 def l2_normalize(x, eps: float = 1e-12):
     """x / max(||x||, eps) over the whole tensor."""
-    return x / ops.maximum(ops.sqrt(ops.sum(ops.square(x))), eps)
+    return x / _floored_norm(x, eps)
 
 
-def power_iteration(matrix, u, iterations: int = 1, eps: float = 1e-12):
+def power_iteration(matrix, u, iterations: int = 1, eps: float = 1e-12,
+                    differentiable: bool = False):
     """Advances the power-iteration estimate of the largest singular value of `matrix`.
 
     One iteration, as in the reference code: v = normalize(u M^T), u' = normalize(v M),
-    sigma = v M u'^T. u and v carry no gradient, so sigma's gradient is v^T u' (Miyato et al.).
-    A zero matrix keeps the previous u (a zero u would never recover) and gives sigma = 0.
+    sigma = v M u'^T. A zero matrix keeps the previous u (a zero u would never recover) and
+    gives sigma = 0.
+
+    The gradient of sigma depends on `differentiable`:
+    - False (Miyato et al., PyTorch, Keras): v and u' are constants, so d sigma / d M = v^T u'.
+    - True (the official BSN code): v and u' are functions of M, only the incoming u is a
+      constant. With one iteration sigma = ||M^T normalize(M u^T)||, whose gradient has extra
+      terms while u has not converged (they vanish at a singular vector).
 
     Args:
         matrix: (rows, cols) tensor.
-        u: (1, cols) current right singular vector estimate.
+        u: (1, cols) current right singular vector estimate (treated as a constant).
         iterations: how many times to advance u (>= 1).
         eps: floor on norms, avoids division by zero.
+        differentiable: back-propagate through the iteration (see above).
 
     Returns:
         (sigma, new_u): a scalar and the advanced (1, cols) vector.
     """
+    constant = (lambda x: x) if differentiable else ops.stop_gradient
+    u = ops.stop_gradient(u)
     for _ in range(iterations):
-        v = ops.stop_gradient(l2_normalize(ops.matmul(u, ops.transpose(matrix)), eps))
+        v = constant(l2_normalize(ops.matmul(u, ops.transpose(matrix)), eps))
         unnormalized = ops.matmul(v, matrix)
-        norm = ops.sqrt(ops.sum(ops.square(unnormalized)))
-        u = ops.stop_gradient(ops.where(norm > eps, unnormalized / ops.maximum(norm, eps), u))
+        nonzero = ops.sum(ops.square(unnormalized)) > eps * eps
+        u = constant(ops.where(nonzero, unnormalized / _floored_norm(unnormalized, eps), u))
     return ops.sum(ops.matmul(v, matrix) * u), u
 
 

@@ -93,6 +93,11 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
                  spatial_shape: tuple[int, ...] | None = None, **kwargs):
         super().__init__(layer, scale=scale, power_iterations=power_iterations, eps=eps,
                          **kwargs)
+        if self.differentiable_power_iteration or self.vector_updates != "in_call":
+            # The official code's options concern its matrix views, which strict SN replaces.
+            raise ValueError("StrictSpectralNormalization supports only the default "
+                             "differentiable_power_iteration=False and "
+                             "vector_updates='in_call'.")
         self._operator = bool(self.layout.spatial_axes)
         if self._operator:
             _check_convolution(layer)
@@ -148,18 +153,32 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
         """The persistent power-iteration vector(s): `u_input` for a convolution."""
         return [self.u_input] if self._operator else super().vectors
 
+    def _dilated(self, kernel):
+        """The kernel with dilation_rate - 1 zeros between its taps: a dilation-1 convolution
+        with it is the layer's dilated one (TensorFlow's CPU kernels refuse dilated
+        transposed convolutions on some processors)."""
+        for axis, rate in enumerate(self.layer.dilation_rate):
+            if rate == 1:
+                continue
+            size = kernel.shape[axis]
+            spaced = ops.stack([kernel] + [ops.zeros_like(kernel)] * (rate - 1), axis=axis + 1)
+            shape = list(kernel.shape)
+            shape[axis] = size * rate
+            kernel = ops.reshape(spaced, shape)
+            kernel = ops.take(kernel, ops.arange((size - 1) * rate + 1), axis=axis)
+        return kernel
+
     def _forward(self, kernel, inputs):
         """The bias-free convolution of the layer, on channels-last inputs."""
         padded = ops.pad(inputs, [(0, 0), *self._paddings, (0, 0)])
-        return ops.conv(padded, kernel, strides=self.layer.strides, padding="valid",
-                        data_format="channels_last", dilation_rate=self.layer.dilation_rate)
+        return ops.conv(padded, self._dilated(kernel), strides=self.layer.strides,
+                        padding="valid", data_format="channels_last")
 
     def _adjoint(self, kernel, outputs):
         """The transpose of `_forward`: transposed valid convolution, then cropping the pad."""
-        padded = ops.conv_transpose(outputs, kernel, strides=self.layer.strides,
+        padded = ops.conv_transpose(outputs, self._dilated(kernel), strides=self.layer.strides,
                                     padding="valid", output_padding=self._output_padding,
-                                    data_format="channels_last",
-                                    dilation_rate=self.layer.dilation_rate)
+                                    data_format="channels_last")
         starts = (0, *(before for before, _ in self._paddings), 0)
         return ops.slice(padded, starts, tuple(self.u_input.shape))
 

@@ -6,18 +6,27 @@ Every forward pass computes W_hat = scale * W / sigma(W) and runs the wrapped la
 written back into the kernel). Gradients flow through sigma, with the power-iteration vectors
 held constant.
 
-Power-iteration vectors are non-trainable weights, saved with the model. A call with
-`training=True` advances them `power_iterations` times; any other call (inference, `predict`,
-`training=False`) uses the stored vectors and leaves them alone, but still normalizes.
+Power-iteration vectors are non-trainable weights, saved with the model. A training call
+(`training=True`) computes sigma with `power_iterations` iterations from the stored vectors;
+any other call (inference, `predict`, `training=False`) computes sigma = ||M u|| from the
+stored vectors. Every call normalizes.
 
-How often u advances: once per training call of the wrapper. A GAN that calls its
-discriminator on real and fake batches separately in training mode advances u twice per
-discriminator step; the reference advanced it once, which `training.GAN` reproduces by calling
-the discriminator once on the concatenated batch (and with `training=False` in the generator
-step).
+When u advances (`vector_updates`):
+- "in_call" (default, like PyTorch and Keras): every training call stores the advanced vectors.
+  A GAN that calls its discriminator in training mode on real and fake batches separately
+  advances u twice per discriminator step.
+- "explicit" (the official BSN code): training calls compute sigma by looking ahead from the
+  stored u without storing it; the caller advances u with `advance_vectors()` (or
+  `keras_bssn.advance_power_iteration(model)`) after each optimizer step, from the updated W.
+
+Which gradient sigma has (`differentiable_power_iteration`): False (default) holds u and v
+constant (Miyato et al., PyTorch); True back-propagates through the iteration, as the official
+BSN code does (see `spectral.power_iteration`).
 """
 
 from __future__ import annotations
+
+import math
 
 import keras
 from keras import ops
@@ -29,24 +38,35 @@ from keras.src.backend import AutocastScope
 from keras_bssn import spectral
 
 _PACKAGE = "keras_bssn"
+VECTOR_UPDATES = ("in_call", "explicit")
 
 
 class _NormalizedKernelWrapper(keras.layers.Wrapper):
     """Shared machinery: kernel lookup, vectors, the normalized forward pass, config."""
 
     def __init__(self, layer: keras.layers.Layer, scale: float = 1.0,
-                 power_iterations: int = 1, eps: float = 1e-12, **kwargs):
+                 power_iterations: int = 1, eps: float = 1e-12,
+                 differentiable_power_iteration: bool = False,
+                 vector_updates: str = "in_call", **kwargs):
         # The wrapper reads the kernel in float32 for the power iteration; the wrapped layer
         # still autocasts the normalized kernel to its compute dtype under mixed precision.
         kwargs["autocast"] = False
         super().__init__(layer, **kwargs)
-        if not scale > 0:
-            raise ValueError(f"`scale` must be a positive number, got {scale!r}.")
+        if not (math.isfinite(float(scale)) and scale > 0):
+            raise ValueError(f"`scale` must be a finite positive number, got {scale!r}.")
         if not isinstance(power_iterations, int) or power_iterations < 1:
             raise ValueError("`power_iterations` must be an integer >= 1, got "
                              f"{power_iterations!r}.")
         if not eps > 0:
             raise ValueError(f"`eps` must be a positive number, got {eps!r}.")
+        if vector_updates not in VECTOR_UPDATES:
+            raise ValueError(f"`vector_updates` must be one of {VECTOR_UPDATES}, got "
+                             f"{vector_updates!r}.")
+        if isinstance(layer, _NormalizedKernelWrapper):
+            raise ValueError(f"Layer '{layer.name}' is already normalized "
+                             f"({type(layer).__name__}); wrap the inner layer only once.")
+        self.differentiable_power_iteration = bool(differentiable_power_iteration)
+        self.vector_updates = vector_updates
         self.scale = float(scale)
         self.power_iterations = power_iterations
         self.eps = float(eps)
@@ -101,8 +121,10 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
         for view, vector in zip(views, self.vectors):
             if training:
                 sigma, new_u = spectral.power_iteration(
-                    view, vector.value, self.power_iterations, self.eps)
-                vector.assign(new_u)
+                    view, vector.value, self.power_iterations, self.eps,
+                    differentiable=self.differentiable_power_iteration)
+                if self.vector_updates == "in_call":
+                    vector.assign(new_u)
             else:
                 sigma = spectral.sigma_from_vector(view, vector.value, self.eps)
             sigmas.append(sigma)
@@ -119,11 +141,28 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
         normalized = self._normalize(kernel, self._view_sigmas(kernel, bool(training)))
         mapping = [(weight, normalized if weight is kernel_variable else weight.value)
                    for weight in self.layer.weights]
-        with keras.StatelessScope(state_mapping=mapping):
-            return self.layer(inputs)
+        # Losses the wrapped layer adds in its call (activity regularizers, add_loss) are
+        # collected by the scope and handed on, or they would be lost with it.
+        with keras.StatelessScope(state_mapping=mapping, collect_losses=True) as scope:
+            outputs = self.layer(inputs)
+        for loss in scope.losses:
+            self.add_loss(loss)
+        return outputs
 
     def compute_output_shape(self, input_shape):
         return self.layer.compute_output_shape(input_shape)
+
+    def advance_vectors(self) -> None:
+        """Advances the stored vectors `power_iterations` times from the current kernel.
+
+        With `vector_updates="explicit"`, call it after each optimizer step (the official BSN
+        code advances u once per discriminator update, from the updated W).
+        """
+        views = spectral.matrix_views(self._raw_kernel(), self.layout)
+        for view, vector in zip(views, self.vectors):
+            _, new_u = spectral.power_iteration(view, vector.value, self.power_iterations,
+                                                self.eps)
+            vector.assign(new_u)
 
     def sigma_estimates(self) -> list:
         """The current sigma of each view from the stored vectors, without advancing them."""
@@ -136,7 +175,9 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config.update(scale=self.scale, power_iterations=self.power_iterations, eps=self.eps)
+        config.update(scale=self.scale, power_iterations=self.power_iterations, eps=self.eps,
+                      differentiable_power_iteration=self.differentiable_power_iteration,
+                      vector_updates=self.vector_updates)
         return config
 
 
@@ -151,13 +192,21 @@ class SpectralNormalization(_NormalizedKernelWrapper):
 
     Unlike `keras.layers.SpectralNormalization`, the wrapper normalizes in every call (training
     and inference alike), never writes into the kernel, and back-propagates through sigma.
+    To train exactly as the official BSN code, pass `differentiable_power_iteration=True,
+    vector_updates="explicit"` and call `advance_vectors()` after each optimizer step.
 
     Args:
         layer: the layer to normalize: Dense, EinsumDense, Conv1D/2D/3D,
             Conv1D/2D/3DTranspose, DepthwiseConv1D/2D or Embedding (or a subclass).
         scale: the constant c of SSN (1.0 gives SN).
-        power_iterations: how many times u advances per training call.
+        power_iterations: power-iteration steps per training call.
         eps: floor on norms and on sigma (a zero kernel gives zero outputs, not NaN).
+        differentiable_power_iteration: back-propagate through the power iteration, as the
+            official BSN code does (True), or hold u and v constant as Miyato et al. and
+            PyTorch do (False).
+        vector_updates: "in_call" stores the advanced u in every training call; "explicit"
+            stores it only in `advance_vectors()` (the official code: once after each
+            optimizer step).
         **kwargs: base layer arguments (`name`, ...).
 
     Example:
@@ -184,8 +233,10 @@ class BidirectionalSpectralNormalization(_NormalizedKernelWrapper):
     Args:
         layer: the layer to normalize (the kinds `SpectralNormalization` takes).
         scale: the constant c of BSSN (1.0 gives BSN).
-        power_iterations: how many times each vector advances per training call.
+        power_iterations: power-iteration steps per training call.
         eps: floor on norms and on sigma.
+        differentiable_power_iteration: as in `SpectralNormalization`.
+        vector_updates: as in `SpectralNormalization`.
         **kwargs: base layer arguments (`name`, ...).
 
     Example:

@@ -10,6 +10,9 @@ Experiments (each writes `<experiment>.csv` and `<experiment>.png` to `--out`, d
 - `gradients`: per-layer norms of D's weight gradients at initialization and after each of the
   first `--steps` training steps on real data, per normalization and seed: which explode, which
   vanish.
+- `collapse`: the seed study of `training.collapse`: runs of the CIFAR-10 CNN per cell
+  (normalization, scale, semantics) and seed, and when (if ever) each collapsed. Resumable
+  like `sweep`.
 - `sweep`: short training runs over normalizations x scales x seeds (the paper's grid at a CPU
   size), with KID over steps. Each run is a `training.train` run folder under `runs/`, so an
   interrupted sweep resumes where it stopped and finished runs are skipped; all results are
@@ -38,9 +41,9 @@ from typing import Any, Iterable, Sequence
 import keras
 import numpy as np
 
-from keras_bssn import spectral_normalize
+from keras_bssn import advance_power_iteration, spectral_normalize
 from keras_bssn.diagnostics import weight_variance_table
-from training import data
+from training import collapse, data
 from training.callbacks import DiagnosticsCallback
 from training.images import atomic_writer
 from training.inception import INCEPTION_2015_NAME, INCEPTION_GRAPH_ENV
@@ -212,6 +215,9 @@ def run_init_variance(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace, norm: str, scale: float, seed: int, **overrides):
+    if norm == "strict":  # its own operator power iteration: the old semantics only
+        overrides = {"differentiable_power_iteration": False, "vector_updates": "in_call",
+                     **overrides}
     return TrainConfig(dataset=args.dataset, data_dir=args.data_dir, image_size=args.image_size,
                        arch=args.arch, norm=norm, scale=scale,
                        steps=args.steps, batch_size=args.batch_size, seed=seed, **overrides)
@@ -226,6 +232,7 @@ def converge_sigmas(model, calls: int) -> None:
     blank = keras.ops.zeros((1, *model.input_shape[1:]))
     for _ in range(calls):
         model(blank, training=True)
+        advance_power_iteration(model)  # wrappers that store u only when asked
 
 
 def diagnostics_history(config, num_images: int, warm_up: int) -> list[dict[str, float]]:
@@ -387,11 +394,7 @@ class SweepRun:
 
     def status(self, steps: int) -> str:
         """"finished" / "diverged" once trained to `steps`, else "incomplete"."""
-        path = self.folder / SWEEP_STATUS_FILE
-        if not path.exists():
-            return "incomplete"
-        status = json.loads(path.read_text())
-        return status["status"] if status["steps"] >= steps else "incomplete"
+        return _run_status(self.folder, steps)
 
 
 def sweep_runs(args: argparse.Namespace) -> list[SweepRun]:
@@ -415,12 +418,10 @@ def _train_run(args: argparse.Namespace, run: SweepRun, extractor: str) -> int:
                      checkpoint_every=every, fid_every=every, fid_samples=args.kid_samples,
                      fid_real_samples=args.kid_real, is_samples=args.kid_samples,
                      extractor=extractor)
-    prepare_run_folder(run.folder, config, force=False)
-    keras.backend.clear_session()
-    return train(config, run.folder, export_at_end=False)
+    return _train_to_end(config, run.folder)
 
 
-def _run_rows(run: SweepRun, steps: int, eval_every: int, label: str) -> list[dict]:
+def _run_rows(run: SweepRun, steps: int, label: str) -> list[dict]:
     """The KID evaluations in a run's metrics.csv (the last row of each step wins)."""
     path = run.folder / "metrics.csv"
     if not path.exists():
@@ -431,7 +432,7 @@ def _run_rows(run: SweepRun, steps: int, eval_every: int, label: str) -> list[di
         for row in csv.DictReader(file):
             kid = float(row.get("kid") or "nan")
             if math.isfinite(kid):
-                step = (int(row["epoch"]) + 1) * eval_every
+                step = int(float(row["step"]))
                 by_step[step] = {"norm": run.norm, "scale": run.scale, "seed": run.seed,
                                  "step": step, "kid": kid, "kid_std": float(row["kid_std"]),
                                  "fid": float(row["fid"]), "extractor": label,
@@ -480,7 +481,7 @@ def plot_sweep(rows: list[dict], path: pathlib.Path, title: str) -> None:
 
 
 def _write_sweep(args: argparse.Namespace, runs: list[SweepRun], label: str) -> list[dict]:
-    rows = [row for run in runs for row in _run_rows(run, args.steps, args.eval_every, label)]
+    rows = [row for run in runs for row in _run_rows(run, args.steps, label)]
     write_csv(args.out / "sweep.csv", rows, SWEEP_COLUMNS)
     if rows:
         seeds = ", ".join(map(str, args.seeds))
@@ -505,11 +506,72 @@ def run_sweep(args: argparse.Namespace) -> int:
         code = _train_run(args, run, extractor)
         if code not in (0, EXIT_NON_FINITE):  # interrupted: rerun the command to resume
             return code
-        status = {"status": "finished" if code == 0 else "diverged", "steps": args.steps}
-        with atomic_writer(run.folder / SWEEP_STATUS_FILE) as file:
-            file.write(json.dumps(status).encode())
         _write_sweep(args, runs, label)  # partial results are readable while the sweep runs
     _print_sweep_summary(_write_sweep(args, runs, label))
+    return 0
+
+
+def _run_status(folder: pathlib.Path, steps: int) -> str:
+    """"finished" / "diverged" once a run folder was trained to `steps`, else "incomplete"."""
+    path = folder / SWEEP_STATUS_FILE
+    if not path.exists():
+        return "incomplete"
+    status = json.loads(path.read_text())
+    return status["status"] if status["steps"] >= steps else "incomplete"
+
+
+def _train_to_end(config: TrainConfig, folder: pathlib.Path) -> int:
+    """Trains (or resumes) one run of a study, and marks it done unless interrupted."""
+    prepare_run_folder(folder, config, force=False)
+    keras.backend.clear_session()
+    code = train(config, folder, export_at_end=False)
+    if code in (0, EXIT_NON_FINITE):
+        status = {"status": "finished" if code == 0 else "diverged", "steps": config.steps}
+        with atomic_writer(folder / SWEEP_STATUS_FILE) as file:
+            file.write(json.dumps(status).encode())
+    return code
+
+
+def _write_collapse(args: argparse.Namespace, cells: list, seeds: list[int]) -> list[dict]:
+    logs = {(cell.name, seed): collapse.read_log(cell.folder(args.out, seed) / "metrics.csv")
+            for cell in cells for seed in seeds}
+    rows = [collapse.summarize_run(cell, seed, logs[cell.name, seed])
+            for cell in cells for seed in seeds]
+    write_csv(args.out / "collapse.csv", rows, collapse.RUN_COLUMNS)
+    log_rows = [{"cell": cell, "seed": seed, **row} for (cell, seed), rows_ in logs.items()
+                for row in rows_]
+    write_csv(args.out / "collapse_log.csv", log_rows,
+              ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_norm_fake",
+               "d_loss", "g_loss"))
+    if log_rows:
+        title = (f"CIFAR-10 CNN, batch {args.batch_size}: sample diversity and D(real); "
+                 f"collapse below {collapse.DIVERSITY_THRESHOLD} (dashed) for "
+                 f"{collapse.DIVERSITY_PATIENCE} rows")
+        _save_figure(collapse.plot_study(logs, title, _pyplot()), args.out / "collapse.png")
+    return rows
+
+
+def run_collapse(args: argparse.Namespace) -> int:
+    cells = [collapse.Cell.parse(spec) for spec in args.cells]
+    # Seed by seed: an unfinished study has compared every cell on its first seeds.
+    runs = [(cell, seed) for seed in args.seeds for cell in cells]
+    for index, (cell, seed) in enumerate(runs, 1):
+        folder = cell.folder(args.out, seed)
+        label = f"collapse [{index}/{len(runs)}]: {cell.name} seed {seed}"
+        if _run_status(folder, args.steps) != "incomplete":
+            print(f"{label} already done, skipped.")
+            continue
+        print(f"{label}: training {folder}", flush=True)
+        config = cell.config(seed, args.steps, args.log_every, args.dataset, args.data_dir)
+        code = _train_to_end(dataclasses.replace(config, batch_size=args.batch_size), folder)
+        if code not in (0, EXIT_NON_FINITE):  # interrupted: rerun the command to resume
+            return code
+        _write_collapse(args, cells, args.seeds)  # readable while the study runs
+    _write_collapse(args, cells, args.seeds)
+    rows = [collapse.summarize_run(cell, seed, collapse.read_log(
+        cell.folder(args.out, seed) / "metrics.csv")) for cell, seed in runs]
+    for line in collapse.cell_verdicts(rows, args.steps):
+        print(line)
     return 0
 
 
@@ -595,10 +657,25 @@ def build_parser() -> argparse.ArgumentParser:
                             "else pixels), pixels, or what training.train's --extractor takes")
     sweep.add_argument("--pixel-size", type=int, default=16,
                        help="side of the images whose pixels are the 'pixels' features")
+
+    study = experiments.add_parser("collapse", help="seed study of collapse per setting",
+                                    **defaults)
+    study.add_argument("--out", type=pathlib.Path,
+                       default=pathlib.Path("runs") / "analysis" / "collapse", help="output folder")
+    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds")
+    dataset, data_dir = _default_data()
+    study.add_argument("--dataset", default=dataset, help="data set: cifar10, folder, npz, ...")
+    study.add_argument("--data-dir", default=data_dir, help="image folder / .tar.gz / .npz")
+    study.add_argument("--cells", nargs="+", default=list(collapse.DEFAULT_CELLS),
+                       help="NORM:SCALE:SEMANTICS[+SETTING=VALUE...] per cell")
+    study.add_argument("--steps", type=int, default=1500, help="generator steps per run")
+    study.add_argument("--log-every", type=int, default=50, help="steps between log rows")
+    study.add_argument("--batch-size", type=int, default=64, help="discriminator batch")
     return parser
 
 
-_RUNNERS = {"init-variance": run_init_variance, "gradients": run_gradients, "sweep": run_sweep}
+_RUNNERS = {"init-variance": run_init_variance, "gradients": run_gradients, "sweep": run_sweep,
+            "collapse": run_collapse}
 
 
 def main(argv: list[str] | None = None) -> int:

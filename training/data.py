@@ -103,6 +103,7 @@ def load_images(
     split: str = "train",
     image_size: int | None = None,
     crop_size: int | None = None,
+    antialias: bool = True,
 ) -> tf.data.Dataset:
     """Loads images in a fixed order, as float32 in [-1, 1] of shape (S, S, 3).
 
@@ -112,7 +113,9 @@ def load_images(
     (CelebA from TFDS: 128x128, as in the paper).
     Resizing uses antialiased bilinear interpolation, which matches PIL's (and so
     torchvision's) bilinear resize to within rounding; plain bilinear aliases when
-    downsampling by 2 as STL-10 and CelebA need. Resized images are rounded back to uint8.
+    downsampling by 2 as STL-10 and CelebA need. `antialias=False` gives plain bilinear, as
+    the official BSN code's ImageNet loader (`cv2.resize`, INTER_LINEAR) does. Resized images
+    are rounded back to uint8.
 
     Args:
         dataset: one of `DATASETS`.
@@ -132,11 +135,12 @@ def load_images(
         crop_size: side of the centred square cut before resizing; None takes the data
             set's reference crop (TFDS `celeb_a`: 128) or the largest square. Give 128 for
             a folder of aligned CelebA faces to match the paper.
+        antialias: antialiased (True) or plain (False) bilinear resizing.
 
     Returns:
         A `tf.data.Dataset` of float32 images in [-1, 1].
     """
-    source = _load_source(dataset, data_dir, split, image_size, crop_size)
+    source = _load_source(dataset, data_dir, split, image_size, crop_size, antialias)
     return source.images.map(_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
 
 
@@ -151,11 +155,12 @@ def make_train_dataset(
     cache: bool = True,
     start_batch: int = 0,
     crop_size: int | None = None,
+    antialias: bool = True,
 ) -> tf.data.Dataset:
     """Endless shuffled batches of float32 images in [-1, 1], shaped (batch_size, S, S, 3).
 
     Args:
-        dataset, data_dir, split, image_size, crop_size: as for `load_images`.
+        dataset, data_dir, split, image_size, crop_size, antialias: as for `load_images`.
         batch_size: the global batch size; `strategy.experimental_distribute_dataset`
             splits each batch between replicas.
         seed: shuffle seed (combined with TensorFlow's global seed, as tf.data does); the
@@ -178,7 +183,7 @@ def make_train_dataset(
         raise ValueError(f"batch_size must be positive; got {batch_size}.")
     if start_batch < 0:
         raise ValueError(f"start_batch must be 0 or positive; got {start_batch}.")
-    source = _load_source(dataset, data_dir, split, image_size, crop_size)
+    source = _load_source(dataset, data_dir, split, image_size, crop_size, antialias)
     images = source.images
     cached = cache and _fits_in_memory(source)
     if cached:
@@ -197,7 +202,8 @@ def make_train_dataset(
 
 
 def source_key(
-    dataset: str, data_dir: str | None, image_size: int | None, crop_size: int | None = None
+    dataset: str, data_dir: str | None, image_size: int | None, crop_size: int | None = None,
+    antialias: bool = True,
 ) -> str:
     """A name for the images these arguments load, for caches of what is computed from them.
 
@@ -213,6 +219,8 @@ def source_key(
     size = "native" if image_size is None else str(image_size)
     if crop_size is not None:
         size = f"crop{crop_size}-{size}"
+    if not antialias:
+        size += "-aliased"
     if dataset in _TFDS_SPECS or data_dir is None:
         return f"{dataset}-{size}"
     path = Path(data_dir).expanduser()
@@ -223,7 +231,7 @@ def source_key(
 
 def _load_source(
     dataset: str, data_dir: str | None, split: str, image_size: int | None,
-    crop_size: int | None = None,
+    crop_size: int | None = None, antialias: bool = True,
 ) -> _Source:
     if dataset not in DATASETS:
         raise ValueError(f"Unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}.")
@@ -232,13 +240,14 @@ def _load_source(
     if crop_size is not None and crop_size < 1:
         raise ValueError(f"crop_size must be positive or None; got {crop_size}.")
     if dataset in _TFDS_SPECS:
-        return _tfds_source(dataset, data_dir, split, image_size, crop_size)
+        return _tfds_source(dataset, data_dir, split, image_size, crop_size, antialias)
     if data_dir is None:
         what = "a folder or .tar.gz of images" if dataset == "folder" else "a .npz or .npy file"
         raise ValueError(f"--dataset {dataset} needs --data-dir: {what}.")
     if dataset == "folder":
-        return _folder_source(Path(data_dir).expanduser(), split, image_size, crop_size)
-    return _array_source(Path(data_dir).expanduser(), split, image_size, crop_size)
+        return _folder_source(Path(data_dir).expanduser(), split, image_size, crop_size,
+                              antialias)
+    return _array_source(Path(data_dir).expanduser(), split, image_size, crop_size, antialias)
 
 
 def _to_unit_range(images: tf.Tensor) -> tf.Tensor:
@@ -268,7 +277,8 @@ def _decode_image(contents: tf.Tensor) -> tf.Tensor:
 
 
 def _to_square(
-    images: tf.data.Dataset, size: int, crop_size: int | None = None, resize: bool = True
+    images: tf.data.Dataset, size: int, crop_size: int | None = None, resize: bool = True,
+    antialias: bool = True,
 ) -> tf.data.Dataset:
     """Centre-crops uint8 images to a square and resizes them to `size` x `size`.
 
@@ -277,6 +287,7 @@ def _to_square(
         size: output side.
         crop_size: side of the centred square to crop; None crops the largest one.
         resize: False when the crop is already `size` x `size`.
+        antialias: antialiased or plain bilinear resizing.
     """
 
     def square(image: tf.Tensor) -> tf.Tensor:
@@ -287,7 +298,7 @@ def _to_square(
                 "crop_size (--crop-size), or none to crop the largest centred square.")
         image = _centre_crop(image, crop_size)
         if resize:
-            image = _resize(image, size)
+            image = _resize(image, size, antialias)
         return tf.ensure_shape(image, (size, size, 3))
 
     return images.map(square, num_parallel_calls=tf.data.AUTOTUNE)
@@ -302,8 +313,8 @@ def _centre_crop(image: tf.Tensor, side: int | None) -> tf.Tensor:
     )
 
 
-def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
-    resized = tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+def _resize(image: tf.Tensor, size: int, antialias: bool = True) -> tf.Tensor:
+    resized = tf.image.resize(image, (size, size), method="bilinear", antialias=antialias)
     return tf.saturate_cast(tf.round(resized), tf.uint8)
 
 
@@ -312,7 +323,7 @@ def _resize(image: tf.Tensor, size: int) -> tf.Tensor:
 
 def _tfds_source(
     name: str, data_dir: str | None, split: str, image_size: int | None,
-    crop_size: int | None,
+    crop_size: int | None, antialias: bool,
 ) -> _Source:
     spec = _TFDS_SPECS[name]
     crop_size = crop_size or spec.crop_size
@@ -333,7 +344,8 @@ def _tfds_source(
         lambda example: _decode_image(example["image"]), num_parallel_calls=tf.data.AUTOTUNE
     )
     return _Source(
-        images=_to_square(images, size, crop_size, resize=not already_sized),
+        images=_to_square(images, size, crop_size, resize=not already_sized,
+                          antialias=antialias),
         size=size,
         num_images=num_images if num_images >= 0 else None,
     )
@@ -359,7 +371,8 @@ def _download_and_prepare(
 
 
 def _folder_source(
-    data_dir: Path, split: str, image_size: int | None, crop_size: int | None
+    data_dir: Path, split: str, image_size: int | None, crop_size: int | None,
+    antialias: bool,
 ) -> _Source:
     root = _split_folder(_image_folder(data_dir), split)
     paths = _image_files(root)
@@ -372,7 +385,8 @@ def _folder_source(
     else:
         images = images.map(lambda path, image: image)
     return _Source(
-        images=_to_square(images, size, crop_size, resize=image_size is not None),
+        images=_to_square(images, size, crop_size, resize=image_size is not None,
+                          antialias=antialias),
         size=size,
         num_images=len(paths),
     )
@@ -567,14 +581,15 @@ def _safe_member_path(archive: Path, name: str) -> PurePosixPath:
 
 
 def _array_source(
-    path: Path, split: str, image_size: int | None, crop_size: int | None
+    path: Path, split: str, image_size: int | None, crop_size: int | None, antialias: bool,
 ) -> _Source:
     array = _read_array(path, split)
     images = _as_uint8(_with_three_channels(array, path), path)
     size = image_size or crop_size or min(images.shape[1:3])
     dataset = tf.data.Dataset.from_tensor_slices(images)
     return _Source(
-        images=_to_square(dataset, size, crop_size, resize=image_size is not None),
+        images=_to_square(dataset, size, crop_size, resize=image_size is not None,
+                          antialias=antialias),
         size=size,
         num_images=len(images),
     )

@@ -1,10 +1,18 @@
 """The GAN as a keras.Model: n_dis discriminator updates, then one generator update, per step.
 
 Follows the BSN reference: hinge loss by default; each discriminator update sees its own real
-batch and advances the power-iteration vectors once (the discriminator is called once, on the
-real and fake batches concatenated, in training mode; the generator update calls it with
-`training=False`). Correct under `tf.distribute`: losses are divided by the global batch,
-every replica draws different latent vectors, and the generator's BatchNorm is synchronized.
+batch, and the discriminator is called once, on the real and fake batches concatenated.
+
+Power-iteration vectors advance once per discriminator update, as the discriminator's wrappers
+say (`vector_updates`):
+- "explicit" (the official code): every training-mode call of D (the D update, and the G update
+  too) computes sigma by one look-ahead iteration from the stored u; after the D optimizer
+  step, `keras_bssn.advance_power_iteration` stores u advanced from the updated weights.
+- "in_call": the D update's training call stores the advanced u; the G update calls D with
+  `training=False` (sigma from the stored u).
+
+Correct under `tf.distribute`: losses are divided by the global batch, every replica draws
+different latent vectors, and the generator's BatchNorm is synchronized.
 """
 
 from __future__ import annotations
@@ -13,12 +21,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_bssn import collect_sigmas
+from keras_bssn import advance_power_iteration, collect_sigmas
+from keras_bssn.convert import normalized_layers
 from training import losses
 from training.distribute import MultiWorkerFitMixin, global_batch_loss, replica_latents
 
 # Independent random streams: latents of D updates, of G updates, and the penalty's mixing.
 _DISCRIMINATOR_STREAM, _GENERATOR_STREAM, _PENALTY_STREAM = 0, 1, 2
+GENERATOR_BN_UPDATES = ("every_forward", "generator_step")
 
 
 @keras.saving.register_keras_serializable(package="training")
@@ -55,6 +65,11 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         self.ema_decay = ema_decay
         self.seed = int(seed)
         self.ema_generator = None
+        updates = {layer.vector_updates for layer in normalized_layers(discriminator)}
+        if len(updates) > 1:
+            raise ValueError("The discriminator mixes wrappers with vector_updates='in_call' "
+                             "and 'explicit'; give all of them the same setting.")
+        self.explicit_vector_updates = updates == {"explicit"}
         # Both networks are built models; a built GAN spares fit's symbolic build, which would
         # call the GAN on an image batch.
         self.built = True
@@ -78,12 +93,14 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     def compile(self, d_optimizer: keras.optimizers.Optimizer,
                 g_optimizer: keras.optimizers.Optimizer, loss: str = "hinge", n_dis: int = 1,
                 gradient_penalty: float = 0.0, generator_batch_size: int | None = None,
-                track_input_gradients: bool = True, **kwargs) -> None:
+                track_input_gradients: bool = True, reuse_latents: bool = False,
+                generator_bn_updates: str = "every_forward", **kwargs) -> None:
         """Configures training.
 
         Args:
-            d_optimizer: the discriminator's optimizer.
-            g_optimizer: the generator's optimizer.
+            d_optimizer: the discriminator's optimizer. Under the mixed_float16 policy it is
+                wrapped in a `keras.optimizers.LossScaleOptimizer` (dynamic loss scaling).
+            g_optimizer: the generator's optimizer (wrapped likewise).
             loss: "hinge", "non_saturating" or "wasserstein".
             n_dis: discriminator updates per generator update.
             gradient_penalty: weight of the WGAN-GP penalty (0 disables it).
@@ -91,6 +108,13 @@ class GAN(MultiWorkerFitMixin, keras.Model):
                 discriminator's global batch); the ImageNet reference used 32 vs 16.
             track_input_gradients: log the mean ||grad_x D(x)|| on real and fake inputs each
                 step, as the reference did (costs one extra backward pass through D).
+            reuse_latents: the generator update reuses the last discriminator update's latent
+                vectors, as the official CNN code does (its G step runs on the D step's feed);
+                needs a generator batch equal to the discriminator's.
+            generator_bn_updates: when the generator's BatchNorm moving statistics move:
+                "every_forward" (every training-mode forward, the official CNN code) or
+                "generator_step" (only in the generator update, the official ResNet code; the
+                discriminator update still normalizes with batch statistics).
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
         """
         # No Keras optimizer: ours are d_optimizer and g_optimizer (an unused default one would
@@ -101,13 +125,22 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             raise ValueError(f"`n_dis` must be >= 1, got {n_dis}.")
         if gradient_penalty < 0:
             raise ValueError(f"`gradient_penalty` must be >= 0, got {gradient_penalty}.")
-        self.d_optimizer = d_optimizer
-        self.g_optimizer = g_optimizer
+        if generator_bn_updates not in GENERATOR_BN_UPDATES:
+            raise ValueError(f"`generator_bn_updates` must be one of {GENERATOR_BN_UPDATES}, "
+                             f"got {generator_bn_updates!r}.")
+        if reuse_latents and generator_batch_size is not None:
+            raise ValueError("`reuse_latents` reuses the discriminator's latents, so the "
+                             "generator batch is the discriminator's: leave "
+                             "`generator_batch_size` unset.")
+        self.d_optimizer = _with_loss_scaling(d_optimizer)
+        self.g_optimizer = _with_loss_scaling(g_optimizer)
         self.loss_name = loss
         self.n_dis = int(n_dis)
         self.gradient_penalty = float(gradient_penalty)
         self.generator_batch_size = generator_batch_size
         self.track_input_gradients = track_input_gradients
+        self.reuse_latents = bool(reuse_latents)
+        self.generator_bn_updates = generator_bn_updates
         names = ["d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake"]
         if track_input_gradients:
             names += ["grad_norm_real", "grad_norm_fake"]
@@ -143,21 +176,25 @@ class GAN(MultiWorkerFitMixin, keras.Model):
 
     def train_step(self, real_images):
         for real in ops.split(real_images, self.n_dis, axis=0):
-            self._discriminator_step(real)
-        self._generator_step(self._generator_batch(real_images))
+            latents = self._discriminator_step(real)
+        if not self.reuse_latents:
+            latents = self._latents(self._generator_batch(real_images), _GENERATOR_STREAM,
+                                    self.g_optimizer.iterations)
+        self._generator_step(latents)
         self._update_ema()
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
         logs.update(collect_sigmas(self.discriminator))
         return logs
 
     def _discriminator_step(self, real):
+        """One D update; returns its latent vectors."""
         batch = ops.shape(real)[0]
-        fake = self.generator(self._latents(batch, _DISCRIMINATOR_STREAM,
-                                            self.d_optimizer.iterations), training=True)
+        latents = self._latents(batch, _DISCRIMINATOR_STREAM, self.d_optimizer.iterations)
+        fake = self._generate_for_discriminator(latents)
         images = ops.concatenate([real, ops.cast(fake, real.dtype)], axis=0)
         with tf.GradientTape() as tape, tf.GradientTape() as input_tape:
             input_tape.watch(images)
-            logits = self.discriminator(images, training=True)  # u advances once
+            logits = self.discriminator(images, training=True)
             real_logits, fake_logits = ops.split(ops.cast(logits, "float32"), 2, axis=0)
             real_loss, fake_loss = losses.discriminator_loss(self.loss_name, real_logits,
                                                              fake_logits)
@@ -165,8 +202,13 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             if self.gradient_penalty:
                 penalty = self._gradient_penalty(real, fake)
                 d_loss += self.gradient_penalty * self._global_mean(penalty, batch)
-        gradients = tape.gradient(d_loss, self.discriminator.trainable_weights)
+            # Under mixed_float16, scaled up inside the tape so float16 gradients keep their
+            # small values; the LossScaleOptimizer scales them back down.
+            scaled_loss = self.d_optimizer.scale_loss(d_loss)
+        gradients = tape.gradient(scaled_loss, self.discriminator.trainable_weights)
         self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
+        if self.explicit_vector_updates:
+            advance_power_iteration(self.discriminator)  # from the updated weights
 
         self.trackers["d_loss"].update_state(real_loss + fake_loss)
         self.trackers["d_loss_real"].update_state(real_loss)
@@ -183,6 +225,17 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             real_norms, fake_norms = ops.split(norms, 2, axis=0)
             self.trackers["grad_norm_real"].update_state(real_norms)
             self.trackers["grad_norm_fake"].update_state(fake_norms)
+        return latents
+
+    def _generate_for_discriminator(self, latents):
+        """G in training mode (batch statistics); its BatchNorm moving statistics move only
+        if `generator_bn_updates` is "every_forward"."""
+        if self.generator_bn_updates == "every_forward":
+            return self.generator(latents, training=True)
+        # A stateless scope discards the moving-statistics assignments of this forward.
+        mapping = [(weight, weight.value) for weight in self.generator.weights]
+        with keras.StatelessScope(state_mapping=mapping):
+            return self.generator(latents, training=True)
 
     def _gradient_penalty(self, real, fake):
         """(||grad D(x_hat)|| - 1)^2 per example at random interpolates (WGAN-GP)."""
@@ -197,14 +250,17 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         gradients = ops.cast(tape.gradient(logits, interpolates), "float32")
         return ops.square(ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)) + 1e-12) - 1)
 
-    def _generator_step(self, batch):
-        latents = self._latents(batch, _GENERATOR_STREAM, self.g_optimizer.iterations)
+    def _generator_step(self, latents):
+        batch = ops.shape(latents)[0]
         with tf.GradientTape() as tape:
             fake = self.generator(latents, training=True)
-            logits = ops.cast(self.discriminator(fake, training=False), "float32")
+            # With explicit vector updates D looks ahead from the stored u without storing it,
+            # as the official code's G step does; otherwise a training call would advance u.
+            logits = ops.cast(self.discriminator(fake, training=self.explicit_vector_updates),
+                              "float32")
             per_example = losses.generator_loss(self.loss_name, logits)
-            g_loss = self._global_mean(per_example, batch)
-        gradients = tape.gradient(g_loss, self.generator.trainable_weights)
+            scaled_loss = self.g_optimizer.scale_loss(self._global_mean(per_example, batch))
+        gradients = tape.gradient(scaled_loss, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         self.trackers["g_loss"].update_state(per_example)
 
@@ -246,3 +302,12 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         discriminator = keras.saving.deserialize_keras_object(config.pop("discriminator"),
                                                               custom_objects=custom_objects)
         return cls(generator, discriminator, **config)
+
+
+def _with_loss_scaling(optimizer: keras.optimizers.Optimizer) -> keras.optimizers.Optimizer:
+    """Under the mixed_float16 policy, `optimizer` wrapped in dynamic loss scaling (as
+    `keras.Model.compile` does for its one optimizer): float16 gradients would underflow."""
+    if (keras.config.dtype_policy().name == "mixed_float16"
+            and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

@@ -6,12 +6,20 @@ Names are `<dataset>-<arch>-<norm>[-<setting>]`:
 - `-g2e-4-d1e-4`, `-g1e-4-d2e-4`, `-g2e-4-d2e-4`: setting (b), c = 1, the learning-rate grid;
 - `-ndis5`: setting (c), c = 1, betas (0.5, 0.9), n_dis 5.
 ImageNet uses the ResNet: lr 2e-4, betas (0.0, 0.9), n_dis 5, D batch 16, G batch 32.
+
+Every preset trains as the official BSN code does (`semantics("official", arch)`): the
+gradient through the power iteration, u advanced after each D update, G BatchNorm momentum 0.9
+and epsilon 1e-5, Adam epsilon 1e-8, the official initializers, and (CNN) the D step's
+latents reused in the G step or (ResNet) G BatchNorm statistics updated in the G step only.
+`semantics("keras", arch)` is what this project did before 0.2: Miyato/PyTorch SN with Keras
+defaults. The README's table lists each setting.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from typing import Any
 
 
@@ -27,6 +35,8 @@ class TrainConfig:
     norm: str = "bssn"
     scale: float = 1.0
     power_iterations: int = 1
+    differentiable_power_iteration: bool = True
+    vector_updates: str = "explicit"
     latent_dim: int = 128
     loss: str = "hinge"
     steps: int = 400_000
@@ -39,6 +49,13 @@ class TrainConfig:
     beta2: float = 0.999
     gradient_penalty: float = 0.0
     ema_decay: float | None = None
+    adam_epsilon: float = 1e-8
+    bn_momentum: float = 0.9
+    bn_epsilon: float = 1e-5
+    initializers: str = "official"
+    reuse_latents: bool = True
+    generator_bn_updates: str = "every_forward"
+    antialias: bool = True
     seed: int = 0
     strategy: str = "auto"
     mixed_precision: bool = False
@@ -57,24 +74,147 @@ class TrainConfig:
     def data_source(self) -> dict[str, Any]:
         """The arguments that name this run's images for `training.data`'s loaders."""
         return {"dataset": self.dataset, "data_dir": self.data_dir,
-                "image_size": self.image_size, "crop_size": self.crop_size}
+                "image_size": self.image_size, "crop_size": self.crop_size,
+                "antialias": self.antialias}
+
+    def validate(self) -> None:
+        """Checks every setting, before anything is written; raises `ConfigError` naming the
+        flag, the value and what it takes."""
+        from training import data, losses
+        from training.distribute import STRATEGY_NAMES
+        from training.networks import ARCHITECTURES
+        from training.networks.cnn import INITIALIZERS
+        from training.networks.normalization import NORMALIZATIONS
+        from training.networks.resnet import SUPPORTED_SIZES as RESNET_SIZES
+        from keras_bssn.wrappers import VECTOR_UPDATES
+        from training.gan import GENERATOR_BN_UPDATES
+
+        choices = {"dataset": data.DATASETS, "arch": tuple(ARCHITECTURES),
+                   "norm": NORMALIZATIONS, "loss": losses.LOSSES, "strategy": STRATEGY_NAMES,
+                   "vector_updates": VECTOR_UPDATES, "initializers": INITIALIZERS,
+                   "generator_bn_updates": GENERATOR_BN_UPDATES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                _refuse(name, getattr(self, name), f"one of {', '.join(allowed)}")
+        for name in ("image_size", "latent_dim", "steps", "batch_size", "n_dis",
+                     "power_iterations", "log_every", "sample_every", "checkpoint_every",
+                     "keep_checkpoints", "fid_samples", "fid_real_samples", "is_samples"):
+            _check_int(name, getattr(self, name), minimum=1)
+        _check_int("fid_every", self.fid_every, minimum=0)
+        for name in ("generator_batch_size", "crop_size"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), minimum=1)
+        for name in ("scale", "g_lr", "d_lr", "adam_epsilon", "bn_epsilon"):
+            _check_float(name, getattr(self, name), low=0.0, low_open=True)
+        _check_float("gradient_penalty", self.gradient_penalty, low=0.0)
+        for name in ("beta1", "beta2", "bn_momentum"):
+            _check_float(name, getattr(self, name), low=0.0, high=1.0)
+        if self.ema_decay is not None:
+            _check_float("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True)
+        if self.arch == "cnn" and self.image_size % 8:
+            _refuse("image_size", self.image_size, "a multiple of 8 for the CNN (32, 48, 64)")
+        if self.arch == "resnet" and self.image_size not in RESNET_SIZES:
+            _refuse("image_size", self.image_size,
+                    f"one of {', '.join(map(str, RESNET_SIZES))} for the ResNet")
+        if self.norm == "none" and self.scale != 1.0:
+            _refuse("scale", self.scale, "1 with --norm none (c multiplies a normalized "
+                    "weight)")
+        if self.norm == "strict" and (self.differentiable_power_iteration
+                                      or self.vector_updates != "in_call"):
+            raise ConfigError("--norm strict has its own power iteration over the convolution "
+                              "operator; give it --semantics keras (or "
+                              "--differentiable-power-iteration false --vector-updates "
+                              "in_call).")
+        if self.reuse_latents and self.generator_batch_size is not None:
+            raise ConfigError("--reuse-latents true reuses the discriminator's latents, so the "
+                              "generator batch is the discriminator's; drop "
+                              "--generator-batch-size or give --reuse-latents false.")
+        if self.dataset in ("folder", "npz") and not self.data_dir:
+            raise ConfigError(f"--dataset {self.dataset} needs --data-dir (a folder or "
+                              ".tar.gz of images for folder, a .npz/.npy file for npz).")
+        if self.export_name is not None and (
+                not self.export_name or self.export_name in (".", "..")
+                or any(separator in self.export_name for separator in "/\\")):
+            _refuse("export_name", self.export_name, "a plain folder name inside "
+                    "saved_models/ (no path separators, not '.' or '..')")
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """A saved configuration; keys it lacks were written before they existed, so they
+        take the values of that time (`LEGACY_VALUES`), not today's defaults."""
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"Unknown config keys {unknown}; known keys: {sorted(known)}.")
-        return cls(**values)
+        return cls(**{**LEGACY_VALUES, **values})
 
 
 # Settings that may change between a run and its resumption without changing what it trains.
 RESUMABLE_CHANGES = ("steps", "data_dir", "log_every", "sample_every", "checkpoint_every",
                      "keep_checkpoints", "fid_every", "fid_samples", "fid_real_samples",
                      "is_samples", "extractor", "export_name", "strategy")
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names its flag, the value and what it takes."""
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _refuse(name: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"{_flag(name)} {value!r} is invalid: give {expected}.")
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        _refuse(name, value, f"a whole number >= {minimum}")
+
+
+def _check_float(name: str, value: Any, low: float, high: float | None = None,
+                 low_open: bool = False) -> None:
+    """A finite number in [low, high) (or (low, high) with `low_open`)."""
+    valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
+        value) and (value > low if low_open else value >= low) and (high is None or value < high)
+    if not valid:
+        interval = f"{'(' if low_open else '['}{low:g}, {'inf' if high is None else f'{high:g}'})"
+        _refuse(name, value, f"a finite number in {interval}")
+
+
+# What a configuration selects beyond the paper's hyper-parameters: how the official code trains
+# ("official"), and what this project did before 0.2 ("keras": Miyato/PyTorch SN, Keras defaults).
+SEMANTICS_NAMES = ("official", "keras")
+
+
+def semantics(name: str, arch: str = "cnn") -> dict[str, Any]:
+    """The settings of a training semantics for an architecture.
+
+    Example:
+
+    >>> semantics("keras")["bn_momentum"]
+    0.99
+    """
+    if name not in SEMANTICS_NAMES:
+        raise ValueError(f"Unknown semantics {name!r}; choose one of "
+                         f"{', '.join(SEMANTICS_NAMES)}.")
+    if name == "keras":
+        return {"differentiable_power_iteration": False, "vector_updates": "in_call",
+                "bn_momentum": 0.99, "bn_epsilon": 1e-3, "adam_epsilon": 1e-7,
+                "initializers": "truncated", "reuse_latents": False,
+                "generator_bn_updates": "every_forward", "antialias": True}
+    official = {"differentiable_power_iteration": True, "vector_updates": "explicit",
+                "bn_momentum": 0.9, "bn_epsilon": 1e-5, "adam_epsilon": 1e-8,
+                "initializers": "official"}
+    if arch == "resnet":
+        return {**official, "reuse_latents": False, "generator_bn_updates": "generator_step"}
+    return {**official, "reuse_latents": True, "generator_bn_updates": "every_forward"}
+
+
+# Run folders written before these settings existed trained with these values.
+LEGACY_VALUES: dict[str, Any] = semantics("keras")
 
 _DATASETS = {  # name: (image size, generator steps, default BSSN/SSN scale)
     "cifar10": (32, 400_000, 1.2),
@@ -111,8 +251,9 @@ def _resnet_presets() -> dict[str, dict[str, Any]]:
     cifar = {"dataset": "cifar10", "image_size": 32, "arch": "resnet", "steps": 50_000,
              "g_lr": 2e-4, "d_lr": 2e-4, "beta1": 0.0, "beta2": 0.9, "n_dis": 5}
     return {
-        "imagenet-resnet-sn": {**imagenet, "norm": "sn"},
-        "imagenet-resnet-bssn": {**imagenet, "norm": "bssn", "scale": 1.2},
+        # The official ImageNet loader resizes with cv2.resize (INTER_LINEAR, no antialiasing).
+        "imagenet-resnet-sn": {**imagenet, "norm": "sn", "antialias": False},
+        "imagenet-resnet-bssn": {**imagenet, "norm": "bssn", "scale": 1.2, "antialias": False},
         "cifar10-resnet-sn": {**cifar, "norm": "sn"},
         "cifar10-resnet-bssn": {**cifar, "norm": "bssn", "scale": 1.2},
     }
@@ -131,4 +272,5 @@ def preset(name: str) -> TrainConfig:
     """
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}. Presets: {', '.join(sorted(PRESETS))}.")
-    return TrainConfig(**PRESETS[name])
+    values = PRESETS[name]
+    return TrainConfig(**{**semantics("official", values["arch"]), **values})

@@ -171,21 +171,29 @@ def test_dense_gradient_matches_closed_form():
                                rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("wrapper_class", WRAPPERS)
-@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
-def test_gradient_matches_reference_formula_with_fixed_vectors(case, wrapper_class):
-    """Autodiff through the wrapper equals autodiff of c W / sigma(W) built independently."""
+def _wrapper_and_plain_twin(case, wrapper_class, **kwargs):
+    """A built wrapper of a layer case, an input, an unwrapped twin layer with the same
+    weights and its kernel variable, and weights for a scalar loss of the outputs."""
     _, factory, shape, integer = case
-    scale = 1.2
-    wrapper = _built(wrapper_class, factory, shape, integer, scale=scale)
+    wrapper = _built(wrapper_class, factory, shape, integer, **kwargs)
     x = make_input(shape, integer, seed=3)
     plain = factory()
     plain(x)
     plain.set_weights(wrapper.layer.get_weights())
-    kernel_variable = wrapper._kernel_variable()
     plain_kernel = getattr(plain, wrapper.layout.attribute)
     weights = np.random.default_rng(4).standard_normal(
         ops.convert_to_numpy(wrapper(x)).shape).astype("float32")
+    return wrapper, x, plain, plain_kernel, weights
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_gradient_matches_reference_formula_with_fixed_vectors(case, wrapper_class):
+    """Autodiff through the wrapper equals autodiff of c W / sigma(W) built independently."""
+    scale = 1.2
+    wrapper, x, plain, plain_kernel, weights = _wrapper_and_plain_twin(case, wrapper_class,
+                                                                       scale=scale)
+    kernel_variable = wrapper._kernel_variable()
 
     # Constant singular-vector estimates, from NumPy.
     fixed = []
@@ -246,6 +254,11 @@ def test_mixed_precision_keeps_power_iteration_in_float32():
         keras.config.set_dtype_policy("float32")
 
 
+def test_wrapping_a_wrapper_is_refused():
+    with pytest.raises(ValueError, match="already normalized"):
+        SpectralNormalization(SpectralNormalization(keras.layers.Dense(2)))
+
+
 def test_unsupported_layer_is_refused_with_the_supported_kinds():
     with pytest.raises(ValueError, match=r"LayerNormalization.*Supported layer types: Dense"):
         SpectralNormalization(keras.layers.LayerNormalization(name="norm"))
@@ -258,8 +271,11 @@ def test_einsum_dense_without_clear_split_is_refused():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"scale": 0.0}, "scale"),
+    ({"scale": float("inf")}, "scale"),
+    ({"scale": float("nan")}, "scale"),
     ({"power_iterations": 0}, "power_iterations"),
     ({"eps": -1.0}, "eps"),
+    ({"vector_updates": "sometimes"}, "vector_updates"),
 ])
 def test_bad_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -269,9 +285,11 @@ def test_bad_arguments_are_refused(kwargs, message):
 @pytest.mark.parametrize("wrapper_class", WRAPPERS)
 def test_config_round_trip(wrapper_class):
     wrapper = wrapper_class(keras.layers.Conv2D(4, 3), scale=1.6, power_iterations=2, eps=1e-8,
+                            differentiable_power_iteration=True, vector_updates="explicit",
                             name="d1")
     clone = wrapper_class.from_config(wrapper.get_config())
     assert (clone.scale, clone.power_iterations, clone.eps, clone.name) == (1.6, 2, 1e-8, "d1")
+    assert clone.differentiable_power_iteration and clone.vector_updates == "explicit"
     assert isinstance(clone.layer, keras.layers.Conv2D) and clone.layer.filters == 4
 
 
@@ -292,3 +310,141 @@ def test_keras_file_round_trip_reproduces_outputs_and_vectors(tmp_path):
         np.testing.assert_array_equal(ops.convert_to_numpy(original.value),
                                       ops.convert_to_numpy(loaded.value))
     assert len(restored.non_trainable_weights) == 3  # u of 2 views + u of the dense layer
+
+
+def _official_sigma(view, u):
+    """sigma of one official iteration from a stored u, in closed form: ||M^T M u|| / ||M u||
+    (v = normalize(M u), u' = normalize(M^T v), sigma = v M u'^T = ||M^T v||)."""
+    mu = ops.matmul(view, ops.transpose(u))
+    return ops.sqrt(ops.sum(ops.square(ops.matmul(ops.transpose(view), mu)))) / ops.sqrt(
+        ops.sum(ops.square(mu)))
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+@pytest.mark.parametrize("case", LAYER_CASES, ids=CASE_IDS)
+def test_differentiable_power_iteration_matches_the_official_closed_form(case, wrapper_class):
+    """Outputs, kernel gradient and advanced u of the official graph, from a formula of it."""
+    scale = 1.2
+    wrapper, x, plain, plain_kernel, weights = _wrapper_and_plain_twin(
+        case, wrapper_class, scale=scale, differentiable_power_iteration=True)
+    kernel_variable = wrapper._kernel_variable()
+    stored = [ops.convert_to_tensor(u) for u in _vectors(wrapper)]
+
+    def normalized_kernel(kernel_value):
+        views = spectral.matrix_views(kernel_value, wrapper.layout)
+        sigmas = [_official_sigma(view, u) for view, u in zip(views, stored)]
+        return scale * kernel_value / ops.mean(ops.stack(sigmas))
+
+    def reference_loss(kernel_value):
+        with keras.StatelessScope(state_mapping=[(plain_kernel, normalized_kernel(kernel_value))]):
+            return ops.sum(plain(x) * weights)
+
+    def wrapper_loss(kernel_value):
+        # Vectors restored after every call: each evaluation starts from the same stored u.
+        mapping = [(kernel_variable, kernel_value)] + list(zip(wrapper.vectors, stored))
+        with keras.StatelessScope(state_mapping=mapping):
+            return ops.sum(wrapper(x, training=True) * weights)
+
+    kernel_value = kernel_variable.value
+    np.testing.assert_allclose(ops.convert_to_numpy(wrapper_loss(kernel_value)),
+                               ops.convert_to_numpy(reference_loss(kernel_value)), rtol=1e-4)
+    official = gradient(wrapper_loss, kernel_value)
+    np.testing.assert_allclose(official, gradient(reference_loss, kernel_value), rtol=2e-4,
+                               atol=1e-5)
+
+    wrapper(x, training=True)
+    views = spectral.matrix_views(_kernel(wrapper).astype(np.float64), wrapper.layout, np)
+    for view, u_after, u_before in zip(views, _vectors(wrapper),
+                                       [ops.convert_to_numpy(u) for u in stored]):
+        expected = view.T @ (view @ u_before.T.astype(np.float64))
+        np.testing.assert_allclose(u_after, (expected / np.linalg.norm(expected)).T, rtol=1e-4,
+                                   atol=1e-6)
+
+
+def test_the_official_gradient_differs_from_miyatos_until_u_converges():
+    def kernel_gradient(differentiable, converge):
+        keras.utils.set_random_seed(7)
+        wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(6, 3),
+                         (7, 7, 4), False, differentiable_power_iteration=differentiable,
+                         power_iterations=200 if converge else 1)
+        if converge:
+            wrapper(make_input((7, 7, 4), False), training=True)
+        x = make_input((7, 7, 4), False, seed=1)
+        stored = [vector.value for vector in wrapper.vectors]
+
+        def loss(kernel_value):
+            mapping = [(wrapper.layer.kernel, kernel_value)] + list(zip(wrapper.vectors, stored))
+            with keras.StatelessScope(state_mapping=mapping):
+                return ops.sum(ops.square(wrapper(x, training=True)))
+        return gradient(loss, wrapper.layer.kernel.value)
+
+    assert not np.allclose(kernel_gradient(True, False), kernel_gradient(False, False),
+                           rtol=1e-2, atol=1e-4)
+    np.testing.assert_allclose(kernel_gradient(True, True), kernel_gradient(False, True),
+                               rtol=1e-3, atol=1e-5)
+
+
+def test_explicit_vector_updates_look_ahead_in_calls_and_advance_only_when_asked():
+    wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(6, 3),
+                     (7, 7, 4), False, vector_updates="explicit", scale=1.1)
+    x = make_input((7, 7, 4), False)
+    before = _vectors(wrapper)
+    views = [ops.convert_to_numpy(view)
+             for view in spectral.matrix_views(_kernel(wrapper), wrapper.layout)]
+    outputs = ops.convert_to_numpy(wrapper(x, training=True))
+    for u_before, u_after in zip(before, _vectors(wrapper)):
+        np.testing.assert_array_equal(u_before, u_after)
+    # The training call used the look-ahead sigma of one iteration: the same outputs as a
+    # per-call wrapper that stores its advanced u.
+    per_call = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(6, 3),
+                      (7, 7, 4), False, scale=1.1)
+    per_call.set_weights(wrapper.get_weights())
+    np.testing.assert_allclose(outputs, ops.convert_to_numpy(per_call(x, training=True)),
+                               rtol=1e-5, atol=1e-6)
+    wrapper.advance_vectors()
+    for view, u_before, u_after in zip(views, before, _vectors(wrapper)):
+        np.testing.assert_allclose(u_after, _numpy_power_iteration(view, u_before, 1),
+                                   rtol=1e-4, atol=1e-6)
+
+
+def test_advance_power_iteration_moves_explicit_wrappers_only():
+    from keras_bssn import advance_power_iteration
+
+    inputs = keras.Input((5,))
+    hidden = SpectralNormalization(keras.layers.Dense(4), vector_updates="explicit",
+                                   name="explicit")(inputs)
+    outputs = SpectralNormalization(keras.layers.Dense(3), name="per_call")(hidden)
+    model = keras.Model(inputs, outputs)
+    explicit_before = _vectors(model.get_layer("explicit"))[0]
+    per_call_before = _vectors(model.get_layer("per_call"))[0]
+    advance_power_iteration(model)
+    assert not np.allclose(explicit_before, _vectors(model.get_layer("explicit"))[0])
+    np.testing.assert_array_equal(per_call_before, _vectors(model.get_layer("per_call"))[0])
+
+
+def test_zero_kernel_with_the_official_gradient_stays_finite():
+    wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(4, 3),
+                     (6, 6, 2), False, differentiable_power_iteration=True)
+    wrapper.layer.kernel.assign(np.zeros(wrapper.layer.kernel.shape, "float32"))
+    x = make_input((6, 6, 2), False)
+
+    def loss(kernel_value):
+        with keras.StatelessScope(state_mapping=[(wrapper.layer.kernel, kernel_value)]):
+            return ops.sum(wrapper(x, training=True))
+
+    assert np.all(np.isfinite(gradient(loss, wrapper.layer.kernel.value)))
+
+
+@pytest.mark.parametrize("wrapper_class", WRAPPERS)
+def test_the_wrapped_layers_own_losses_are_kept(wrapper_class):
+    inputs = keras.Input((5,))
+    dense = keras.layers.Dense(3, activity_regularizer=keras.regularizers.L2(0.5),
+                               kernel_regularizer=keras.regularizers.L2(0.25))
+    model = keras.Model(inputs, wrapper_class(dense)(inputs))
+    x = make_input((5,), False, batch=4)
+    outputs = ops.convert_to_numpy(model(x, training=True))
+    kernel = ops.convert_to_numpy(dense.kernel)
+    # Keras divides an activity penalty by the batch size.
+    expected = {0.5 * np.sum(outputs**2) / 4, 0.25 * np.sum(kernel**2)}
+    np.testing.assert_allclose(sorted(float(loss) for loss in model.losses), sorted(expected),
+                               rtol=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization, spectral
+from training.distribute import replica_latents
 from training.gan import GAN
 from tests.strategies import two_cpu_strategy
 
@@ -21,17 +22,24 @@ def _generator() -> keras.Model:
     return keras.Model(latents, keras.layers.Activation("tanh")(x), name="generator")
 
 
-def _discriminator() -> keras.Model:
+def _discriminator(**wrapper_options) -> keras.Model:
     images = keras.Input((8, 8, 3))
     x = BidirectionalSpectralNormalization(keras.layers.Conv2D(8, 3, strides=2), scale=1.2,
-                                           name="conv")(images)
+                                           name="conv", **wrapper_options)(images)
     x = keras.layers.Flatten()(keras.layers.LeakyReLU(0.1)(x))
-    logits = SpectralNormalization(keras.layers.Dense(1), scale=1.2, name="logits")(x)
+    logits = SpectralNormalization(keras.layers.Dense(1), scale=1.2, name="logits",
+                                   **wrapper_options)(x)
     return keras.Model(images, logits, name="discriminator")
 
 
-def _gan(n_dis=1, ema_decay=None, **compile_kwargs) -> GAN:
-    gan = GAN(_generator(), _discriminator(), ema_decay=ema_decay, seed=3)
+# How the official BSN code trains (paper.md): the gradient through the power iteration, u
+# advanced after each D update, the D step's latents reused in the G step.
+OFFICIAL_WRAPPERS = {"differentiable_power_iteration": True, "vector_updates": "explicit"}
+
+
+def _gan(n_dis=1, ema_decay=None, wrapper_options=None, **compile_kwargs) -> GAN:
+    gan = GAN(_generator(), _discriminator(**(wrapper_options or {})), ema_decay=ema_decay,
+              seed=3)
     gan.compile(d_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.999),
                 g_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.999), n_dis=n_dis,
                 **compile_kwargs)
@@ -79,20 +87,22 @@ def test_each_discriminator_update_advances_u_once_and_the_generator_update_neve
     assert int(gan.d_optimizer.iterations) == 3 and int(gan.g_optimizer.iterations) == 1
 
 
-def _train(strategy, initial, steps=3, global_batch=8):
+def _train(strategy, initial, steps=3, global_batch=8, **gan_kwargs):
     with strategy.scope():
-        gan = _gan()
+        gan = _gan(**gan_kwargs)
         gan.generator.set_weights(initial[0])
         gan.discriminator.set_weights(initial[1])
     _fit(gan, global_batch, steps)
     return gan
 
 
-def test_two_replicas_train_like_one_device_with_the_same_global_batch():
-    reference = _gan()
+@pytest.mark.parametrize("semantics", [
+    {}, {"wrapper_options": OFFICIAL_WRAPPERS, "reuse_latents": True}], ids=["keras", "official"])
+def test_two_replicas_train_like_one_device_with_the_same_global_batch(semantics):
+    reference = _gan(**semantics)
     initial = (reference.generator.get_weights(), reference.discriminator.get_weights())
-    single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), initial)
-    mirrored = _train(two_cpu_strategy(), initial)
+    single = _train(tf.distribute.OneDeviceStrategy("/cpu:0"), initial, **semantics)
+    mirrored = _train(two_cpu_strategy(), initial, **semantics)
     for model in ("generator", "discriminator"):
         for one, two in zip(getattr(single, model).get_weights(),
                             getattr(mirrored, model).get_weights()):
@@ -147,9 +157,111 @@ def test_keras_file_round_trip_keeps_generator_and_vectors(tmp_path):
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"n_dis": 0}, "n_dis"),
+    ({"generator_bn_updates": "never"}, "generator_bn_updates"),
+    ({"reuse_latents": True, "generator_batch_size": 16}, "reuse_latents"),
     ({"loss": "lsgan"}, "Unknown GAN loss"),
     ({"gradient_penalty": -1.0}, "gradient_penalty"),
 ])
 def test_bad_compile_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         _gan(**kwargs)
+
+
+def _numpy_power_iteration(matrix, u):
+    v = u @ matrix.T
+    v /= np.linalg.norm(v)
+    u = v @ matrix
+    return u / np.linalg.norm(u)
+
+
+def test_explicit_updates_advance_u_once_per_d_update_from_the_updated_weights():
+    gan = _gan(n_dis=2, wrapper_options=OFFICIAL_WRAPPERS)
+    conv = gan.discriminator.get_layer("conv")
+    u_before = [vector.numpy() for vector in conv.vectors]
+    weights_by_update = []
+    original = gan.d_optimizer.apply_gradients
+
+    def recording_apply(grads_and_vars):
+        result = original(grads_and_vars)
+        weights_by_update.append(conv.layer.kernel.numpy())
+        return result
+
+    gan.d_optimizer.apply_gradients = recording_apply
+    gan.compile(d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer, n_dis=2,
+                run_eagerly=True)
+    _fit(gan, 16, 1)
+    assert len(weights_by_update) == 2
+    expected = u_before
+    for kernel in weights_by_update:  # one iteration after each update, from its weights
+        views = spectral.matrix_views(kernel.astype(np.float64), conv.layout, np)
+        expected = [_numpy_power_iteration(view, u) for view, u in zip(views, expected)]
+    for vector, u in zip(conv.vectors, expected):
+        np.testing.assert_allclose(vector.numpy(), u, rtol=1e-4, atol=1e-6)
+
+
+def _generator_loss_of(gan, generator_weights, latents, training):
+    generator = keras.models.clone_model(gan.generator)
+    generator.set_weights(generator_weights)
+    fake = generator(latents, training=True)
+    mapping = [(weight, weight.value) for weight in gan.discriminator.weights]
+    with keras.StatelessScope(state_mapping=mapping):  # D's vectors stay as they are
+        return -float(np.mean(gan.discriminator(fake, training=training).numpy()))
+
+
+@pytest.mark.parametrize("reuse_latents", [True, False])
+def test_official_generator_step_reuses_d_latents_and_looks_ahead_from_stored_u(reuse_latents):
+    gan = _gan(wrapper_options=OFFICIAL_WRAPPERS, reuse_latents=reuse_latents)
+    generator_before = gan.generator.get_weights()
+    history = _fit(gan, 8, 1)
+    d_step_latents = replica_latents(8, LATENT_DIM, seed=(3, 0), step=0)
+    look_ahead = _generator_loss_of(gan, generator_before, d_step_latents, training=True)
+    logged = history.history["g_loss"][-1]
+    if reuse_latents:
+        np.testing.assert_allclose(logged, look_ahead, rtol=1e-4, atol=1e-6)
+        stored_sigma = _generator_loss_of(gan, generator_before, d_step_latents, training=False)
+        assert abs(stored_sigma - look_ahead) > 1e-4 * abs(look_ahead)
+    else:
+        assert abs(logged - look_ahead) > 1e-4 * abs(look_ahead)
+
+
+@pytest.mark.parametrize("generator_bn_updates, forwards", [("every_forward", 2),
+                                                           ("generator_step", 1)])
+def test_generator_batchnorm_statistics_move_in_the_forwards_the_setting_names(
+        generator_bn_updates, forwards):
+    gan = _gan(reuse_latents=True, generator_bn_updates=generator_bn_updates)
+    norm = next(layer for layer in gan.generator.layers
+                if isinstance(layer, keras.layers.BatchNormalization))
+    dense = gan.generator.layers[1]
+    latents = replica_latents(8, LATENT_DIM, seed=(3, 0), step=0)
+    batch_mean = np.mean(dense(latents).numpy(), axis=0)  # G is unchanged until its update
+    _fit(gan, 8, 1)
+    momentum = norm.momentum
+    # Each training forward on the same latents: mean <- m * mean + (1 - m) * batch_mean.
+    np.testing.assert_allclose(norm.moving_mean.numpy(), (1 - momentum**forwards) * batch_mean,
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_mixed_float16_trains_with_dynamic_loss_scaling_like_float32():
+    reference = _gan(wrapper_options=OFFICIAL_WRAPPERS, reuse_latents=True)
+    initial = (reference.generator.get_weights(), reference.discriminator.get_weights())
+    deltas = {}
+    for policy in ("float32", "mixed_float16"):
+        keras.config.set_dtype_policy(policy)
+        try:
+            gan = _gan(wrapper_options=OFFICIAL_WRAPPERS, reuse_latents=True)
+            gan.generator.set_weights(initial[0])
+            gan.discriminator.set_weights(initial[1])
+            history = _fit(gan, 8, 2)
+        finally:
+            keras.config.set_dtype_policy("float32")
+        assert np.isfinite(history.history["d_loss"][-1])
+        deltas[policy] = [after - before for before, after in
+                          zip(initial[1], gan.discriminator.get_weights())]
+        if policy == "mixed_float16":
+            for optimizer in (gan.d_optimizer, gan.g_optimizer):
+                assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+                assert float(optimizer.dynamic_scale) > 1.0  # the loss was scaled up
+            assert int(gan.g_optimizer.iterations) == 2
+    kernel = 0  # the conv kernel: float16 compute, float32 updates close to float32 training
+    np.testing.assert_allclose(deltas["mixed_float16"][kernel], deltas["float32"][kernel],
+                               rtol=0.1, atol=2e-4)

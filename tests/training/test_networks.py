@@ -77,3 +77,60 @@ def test_bad_settings_are_refused(kwargs, message):
     settings = {"arch": "cnn", "image_size": 32, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_networks(settings.pop("arch"), settings.pop("image_size"), **settings)
+
+
+def _initializer_of(layer):
+    inner = getattr(layer, "layer", layer)
+    return type(inner.kernel_initializer).__name__
+
+
+@pytest.mark.parametrize("initializers, generator_init, dense_init", [
+    ("official", "RandomNormal", "RandomNormal"),
+    ("truncated", "TruncatedNormal", "TruncatedNormal")])
+def test_cnn_initializers_follow_the_official_code(initializers, generator_init, dense_init):
+    generator = cnn_generator(32, initializers=initializers)
+    discriminator = cnn_discriminator(32, norm="bssn", initializers=initializers)
+    generator_layers = [layer for layer in generator.layers
+                        if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2DTranspose))]
+    assert len(generator_layers) == 5
+    assert {_initializer_of(layer) for layer in generator_layers} == {generator_init}
+    d_layers = [layer for layer in discriminator.layers if hasattr(layer, "layer")]
+    assert {_initializer_of(layer) for layer in d_layers[:-1]} == {"TruncatedNormal"}
+    assert _initializer_of(d_layers[-1]) == dense_init
+    for layer in generator_layers + d_layers:
+        inner = getattr(layer, "layer", layer)
+        assert inner.kernel_initializer.stddev == 0.02
+
+
+def test_generator_batchnorm_uses_the_official_momentum_and_epsilon():
+    for generator in (cnn_generator(32), build_networks("resnet", 32)[0]):
+        norms = [layer for layer in generator.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all((norm.momentum, norm.epsilon) == (0.9, 1e-5) for norm in norms)
+    legacy = cnn_generator(32, bn_momentum=0.99, bn_epsilon=1e-3)
+    assert {(layer.momentum, layer.epsilon) for layer in legacy.layers
+            if isinstance(layer, keras.layers.BatchNormalization)} == {(0.99, 1e-3)}
+
+
+def test_imagenet_resnet_discriminator_has_a_normalized_1x1_shortcut_in_every_later_block():
+    _, discriminator = build_networks("resnet", 128, norm="bssn", scale=1.2)
+    wrapped = {layer.name: tuple(layer.layer.kernel.shape) for layer in discriminator.layers
+               if isinstance(layer, BidirectionalSpectralNormalization)
+               or isinstance(layer, SpectralNormalization)}
+    channels = [3, 64, 128, 256, 512, 1024, 1024]
+    expected = {}
+    for block in range(1, 7):
+        c_in, c_out = channels[block - 1], channels[block]
+        expected[f"dblock{block}_conv1"] = (3, 3, c_in, c_out)
+        expected[f"dblock{block}_conv2"] = (3, 3, c_out, c_out)
+        expected[f"dblock{block}_shortcut"] = (1, 1, c_in, c_out)
+    expected["logits"] = (1024, 1)
+    assert wrapped == expected  # 19 normalized layers, the last block's 1024 -> 1024 included
+    assert all(layer.scale == 1.2 for layer in discriminator.layers if hasattr(layer, "scale"))
+
+
+def test_resnet_generator_output_convolution_has_glorot_gain_one():
+    generator, _ = build_networks("resnet", 32)
+    to_rgb = generator.get_layer("to_rgb")
+    assert to_rgb.kernel_initializer.scale == 1.0
+    assert generator.get_layer("gblock1_conv1").kernel_initializer.scale == 2.0

@@ -40,3 +40,28 @@ def test_unknown_preset_and_keys():
         preset("cifar100")
     with pytest.raises(ValueError, match="Unknown config keys \\['colour'\\]"):
         TrainConfig.from_dict({"colour": "red"})
+
+
+def test_presets_train_as_the_official_code_by_default():
+    cnn, resnet = preset("cifar10-cnn-bssn"), preset("imagenet-resnet-bssn")
+    for config in (cnn, resnet):
+        assert config.differentiable_power_iteration and config.vector_updates == "explicit"
+        assert (config.bn_momentum, config.bn_epsilon, config.adam_epsilon) == (0.9, 1e-5, 1e-8)
+    assert cnn.reuse_latents and cnn.generator_bn_updates == "every_forward"
+    assert not resnet.reuse_latents and resnet.generator_bn_updates == "generator_step"
+    assert cnn.antialias and not resnet.antialias  # the official ImageNet loader: cv2 bilinear
+
+
+def test_semantics_flag_selects_the_old_settings_and_single_flags_override_it():
+    args = build_parser().parse_args(["--semantics", "keras", "--bn-momentum", "0.8",
+                                      "--reuse-latents", "true"])
+    config = resolve_config(args)
+    assert (config.differentiable_power_iteration, config.vector_updates, config.bn_momentum,
+            config.adam_epsilon, config.initializers, config.reuse_latents) == (
+        False, "in_call", 0.8, 1e-7, "truncated", True)
+
+
+def test_a_config_saved_before_the_semantics_settings_reads_as_the_old_semantics():
+    config = TrainConfig.from_dict({"norm": "bssn", "scale": 1.2})
+    assert (config.differentiable_power_iteration, config.vector_updates,
+            config.bn_momentum) == (False, "in_call", 0.99)

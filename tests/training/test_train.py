@@ -141,19 +141,134 @@ def test_killed_run_resumes_from_its_last_checkpoint(images_npz, tmp_path):
     assert "Resuming" in resumed.stdout
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "term"])
-def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signal):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("stop_signal, inherit_ignored_sigint, exit_code", [
+    (signal.SIGINT, False, 130), (signal.SIGINT, True, 130), (signal.SIGTERM, False, 143)],
+    ids=["ctrl-c", "ctrl-c-sigint-ignored-by-parent", "term"])
+def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signal,
+                                                inherit_ignored_sigint, exit_code):
     out = tmp_path / "run"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    # A shell without job control starts its background children with SIGINT ignored.
     process = subprocess.Popen(
         [sys.executable, "-m", "training.train", *_args(images_npz, out, 10_000, "--no-export",
                                                         "--checkpoint-every", "1000")],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_ignore_sigint if inherit_ignored_sigint else None)
     deadline = time.time() + 240
     while time.time() < deadline and not list((out / "samples").glob("step_0000004.png")):
         time.sleep(0.5)
     process.send_signal(stop_signal)
     _, stderr = process.communicate(timeout=120)
-    assert process.returncode == train.EXIT_INTERRUPTED, stderr[-3000:]
-    assert "Run the same command to resume" in stderr
+    assert process.returncode == exit_code, stderr[-3000:]
+    assert "Run the same command to resume" in stderr and "Traceback" not in stderr
     assert list((out / "checkpoints").glob("ckpt-*.index"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--steps", "0"], "--steps 0 is invalid"),
+    (["--g-lr", "-1"], "--g-lr -1.0 is invalid"),
+    (["--beta1", "2"], "--beta1 2.0 is invalid"),
+    (["--log-every", "0"], "--log-every 0 is invalid"),
+    (["--latent-dim", "0"], "--latent-dim 0 is invalid"),
+    (["--scale", "inf"], "--scale inf is invalid"),
+    (["--export-name", "../../x"], "--export-name '../../x' is invalid"),
+    (["--dataset", "mnist"], "--dataset 'mnist' is invalid"),
+    (["--image-size", "30"], "--image-size 30 is invalid"),
+])
+def test_bad_settings_are_refused_before_anything_is_written(images_npz, tmp_path, flags,
+                                                              message):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train", *_args(images_npz, out, 4), *flags],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    assert f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def _checkpoint_names(out):
+    return sorted(path.name for path in (out / "checkpoints").glob("ckpt-*.index"))
+
+
+def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0
+    (out / "checkpoints" / "checkpoint").write_text("garbage {{{")
+    (out / "checkpoints" / "ckpt-6_temp").mkdir()  # a save killed midway
+    capsys.readouterr()
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    output = capsys.readouterr()
+    assert "Resuming" in output.out and "from step 4" in output.out
+    assert "state file was damaged" in output.err
+    assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
+    assert not (out / "checkpoints" / "ckpt-6_temp").exists()
+    with open(out / "metrics.csv") as file:
+        assert [row["step"] for row in csv.DictReader(file)] == ["2", "4", "6"]
+
+
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(images_npz, tmp_path,
+                                                                      capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0
+    for data_file in (out / "checkpoints").glob("ckpt-4.data-*"):
+        data_file.write_bytes(data_file.read_bytes()[:100])
+    capsys.readouterr()
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    output = capsys.readouterr()
+    assert "from step 2" in output.out
+    assert "skipped ckpt-4" in output.err
+    assert (out / "checkpoints" / "ckpt-2.index").exists()
+
+
+def test_no_restorable_checkpoint_stops_with_an_error_and_keeps_the_files(images_npz, tmp_path,
+                                                                          capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+    damaged = {}
+    for data_file in (out / "checkpoints").glob("ckpt-*.data-*"):
+        data_file.write_bytes(b"x" * 10)
+        damaged[data_file] = data_file.read_bytes()
+    capsys.readouterr()
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == train.EXIT_BAD_CONFIG
+    assert "none of the checkpoints" in capsys.readouterr().err
+    assert all(path.read_bytes() == content for path, content in damaged.items())
+
+
+def test_export_only_reads_the_runs_own_configuration(images_npz, tmp_path, capsys):
+    out, saved = tmp_path / "run", tmp_path / "saved_models"
+    assert train.main(_args(images_npz, out, 2, "--no-export", "--scale", "1.6")) == 0
+    # As the README gives it: the preset's flags differ from the run's (scale, data).
+    assert train.main(["--preset", "cifar10-cnn-bssn", "--export-only", "--out", str(out),
+                       "--saved-models", str(saved)]) == 0
+    metadata = json.loads((saved / "run" / "assets" / "keras_bssn_export.json").read_text())
+    assert (metadata["scale"], metadata["step"]) == (1.6, 2)
+    assert train.main(["--export-only", "--out", str(tmp_path / "nothing")]) == 2
+    assert "holds no run to export" in capsys.readouterr().err
+
+
+def test_the_command_trains_under_mirrored_strategy(images_npz, tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "training.train",
+         *_args(images_npz, out, 2, "--no-export", "--strategy", "mirrored")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "metrics.csv") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["step"] for row in rows] == ["2"]
+    assert np.isfinite(float(rows[0]["diversity"]))
+    assert (out / "checkpoints" / "ckpt-2.index").exists()
+
+
+def test_a_second_run_on_a_busy_run_folder_is_refused(images_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    with train.RunFolderLock(out):  # as if another process were training there
+        assert train.main(_args(images_npz, out, 2, "--no-export")) == train.EXIT_BAD_CONFIG
+    assert "is in use by another training run (pid " in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0  # free again

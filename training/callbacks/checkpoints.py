@@ -1,7 +1,11 @@
 """Checkpoints of a whole GAN run: both networks, both optimizers, the step, the EMA weights.
 
 `tf.train.CheckpointManager` writes each checkpoint under a temporary name and updates its
-index file last, atomically, so a run killed mid-save resumes from the previous checkpoint.
+state file (`checkpoint`) last, atomically, so a run killed mid-save resumes from the previous
+checkpoint. A restore trusts the files, not only the state file: a damaged state file, or a
+newest checkpoint that no longer reads, falls back to the newest checkpoint that restores
+(with a warning naming what was skipped and why); when none restores, `CheckpointError` names
+the folder instead of silently starting over (which would overwrite the checkpoints).
 The training RNG needs no state of its own: latents are a function of (seed, step), and the
 data stream is rebuilt from the seed and skipped to the step (`make_train_dataset(start_batch=)`).
 """
@@ -9,9 +13,22 @@ data stream is rebuilt from the seed and skipped to the step (`make_train_datase
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import sys
 
 import keras
+import numpy as np
 import tensorflow as tf
+
+from training.callbacks.steps import generator_step
+
+
+class CheckpointError(RuntimeError):
+    """A run folder has checkpoints, and none of them restores."""
+
+
+_CHECKPOINT_INDEX = re.compile(r"ckpt-(\d+)\.index")
 
 
 class RunCheckpoint:
@@ -30,24 +47,82 @@ class RunCheckpoint:
         gan.g_optimizer.build(gan.generator.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(gan=gan, d_optimizer=gan.d_optimizer,
                                               g_optimizer=gan.g_optimizer)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, os.fspath(directory),
-                                                  max_to_keep=max_to_keep)
+        self.directory = os.fspath(directory)
+        self.max_to_keep = max_to_keep
+        self._remove_unfinished_saves()
+        self.manager = self._manager()
+
+    def _manager(self) -> tf.train.CheckpointManager:
+        return tf.train.CheckpointManager(self.checkpoint, self.directory,
+                                          max_to_keep=self.max_to_keep)
+
+    def _remove_unfinished_saves(self) -> None:
+        """Deletes the `ckpt-N_temp` folders of saves that were killed before they finished:
+        never a checkpoint, and TensorFlow does not reuse them."""
+        if not os.path.isdir(self.directory):
+            return
+        for name in os.listdir(self.directory):
+            path = os.path.join(self.directory, name)
+            if name.endswith("_temp") and os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+
+    def _numbers_on_disk(self) -> list[int]:
+        """Checkpoint numbers with an index file, newest first."""
+        if not os.path.isdir(self.directory):
+            return []
+        numbers = [int(match.group(1)) for match in map(_CHECKPOINT_INDEX.fullmatch,
+                                                        os.listdir(self.directory)) if match]
+        return sorted(numbers, reverse=True)
 
     @property
     def step(self) -> int:
         """The generator step the GAN is at."""
-        return int(self.gan.g_optimizer.iterations)
+        return generator_step(self.gan)
 
     @property
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
     def restore(self) -> int:
-        """Restores the latest checkpoint, if any, and returns the step it was taken at."""
-        if self.latest is None:
+        """Restores the newest checkpoint that reads, and returns its step (0 without any).
+
+        Raises:
+            CheckpointError: checkpoints exist and none of them restores.
+        """
+        numbers = self._numbers_on_disk()
+        if not numbers:
             return 0
-        self.checkpoint.restore(self.latest).assert_existing_objects_matched()
-        return self.step
+        newest_listed = self.latest
+        skipped = []
+        for number in numbers:
+            path = os.path.join(self.directory, f"ckpt-{number}")
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except Exception as error:  # a truncated or corrupt file raises many kinds
+                skipped.append(f"{os.path.basename(path)} ({type(error).__name__}: "
+                               f"{str(error).splitlines()[0][:200] if str(error) else ''})")
+                continue
+            if skipped or newest_listed != path:
+                self._rewrite_state(numbers, number)
+                print(f"warning: resumed from {path}"
+                      + (f"; skipped {', '.join(skipped)}" if skipped else "")
+                      + ("; the checkpoint state file was damaged or out of date and has been "
+                         "rewritten" if newest_listed != path else "") + ".",
+                      file=sys.stderr, flush=True)
+            return self.step
+        raise CheckpointError(
+            f"none of the checkpoints in {self.directory} restores: {'; '.join(skipped)}. "
+            "Move the folder aside and start a new run (or give another --out); the files "
+            "were left as they are.")
+
+    def _rewrite_state(self, numbers: list[int], restored: int) -> None:
+        """Points the state file at the restored checkpoint (and the older ones), so the
+        manager keeps counting from there; newer damaged files are overwritten when the run
+        reaches their steps again."""
+        kept = sorted(number for number in numbers if number <= restored)[-self.max_to_keep:]
+        paths = [os.path.join(self.directory, f"ckpt-{number}") for number in kept]
+        tf.compat.v1.train.update_checkpoint_state(self.directory, paths[-1], paths)
+        self.manager = self._manager()
 
     def save(self) -> str:
         """Writes a checkpoint numbered by the current step and returns its path."""
@@ -62,6 +137,9 @@ class CheckpointCallback(keras.callbacks.Callback):
         every_n_steps: the checkpoint interval (at most this many steps are lost in a crash).
         is_healthy: called before each save; a False answer (e.g. after a NaN loss) skips
             the save so the last good checkpoint stays the latest.
+
+    Before each save every weight of the model is checked: a NaN or infinite one skips the
+    save, stops training and sets `nonfinite_weights_step`.
     """
 
     def __init__(self, checkpoint: RunCheckpoint, every_n_steps: int,
@@ -70,12 +148,20 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.checkpoint = checkpoint
         self.every_n_steps = every_n_steps
         self.is_healthy = is_healthy
+        self.nonfinite_weights_step: int | None = None
 
     def _save_if_new(self) -> None:
         latest = self.checkpoint.latest
         saved_step = int(latest.rsplit("-", 1)[-1]) if latest else -1
-        if self.is_healthy() and self.checkpoint.step != saved_step:
-            self.checkpoint.save()
+        if self.checkpoint.step == saved_step or not self.is_healthy():
+            return
+        if not weights_are_finite(self.model):
+            # An update can overflow the weights while the logged losses (computed before it)
+            # are still finite: never save that as "the last good checkpoint".
+            self.model.stop_training = True
+            self.nonfinite_weights_step = self.checkpoint.step
+            return
+        self.checkpoint.save()
 
     def on_train_batch_end(self, batch, logs=None):
         if self.checkpoint.step % self.every_n_steps == 0:
@@ -83,3 +169,9 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._save_if_new()
+
+
+def weights_are_finite(model: keras.Model) -> bool:
+    """Whether every weight (trainable or not) of `model` is finite."""
+    return all(np.all(np.isfinite(keras.ops.convert_to_numpy(weight.value)))
+               for weight in model.weights)

@@ -19,6 +19,7 @@ from keras_bssn import collect_sigmas
 from keras_bssn.convert import normalized_layers
 from keras_bssn.diagnostics import weight_variance_table
 from training import losses
+from training.callbacks.steps import generator_step
 
 PREFIX = "diag/"
 
@@ -84,7 +85,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     def evaluate(self) -> dict[str, float]:
         """Measures the model now; records the values in `history` and the summary writer."""
         gan = self.model
-        step = int(gan.g_optimizer.iterations)
+        step = generator_step(gan)
         values = {PREFIX + key: value for key, value in self._measure(gan).items()}
         self._keys = self._keys or list(values)
         self._epoch_values = values
@@ -136,7 +137,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         self._epoch_values = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        step = int(self.model.g_optimizer.iterations)
+        step = generator_step(self.model)
         # With `steps_per_execution` > 1 not every step is seen: measure once a multiple of N
         # has been passed, not only when it is hit.
         if step // self.every_n_steps > self._last_step // self.every_n_steps:

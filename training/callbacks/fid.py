@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import metrics
+from training.callbacks.steps import generator_step
 from training.inception import (
     FEATURES,
     INCEPTION_2015_NAME,
@@ -220,7 +221,8 @@ class FIDCallback(keras.callbacks.Callback):
         extractor: a `FeatureExtractor`, or a name or path for `make_extractor`.
         every_n_epochs: evaluate at the end of every N-th epoch (default 1, unless
             `every_n_steps` is given).
-        every_n_steps: evaluate after every N-th training batch, counted across epochs.
+        every_n_steps: evaluate after every N-th training batch, counted across epochs (for
+            a GAN with a `g_optimizer`: every N-th generator step, resumes included).
         num_samples: generated images for FID and KID.
         num_real: real images for the statistics.
         num_is_samples: generated images for the Inception Score (default `num_samples`).
@@ -342,13 +344,23 @@ class FIDCallback(keras.callbacks.Callback):
             self._generate = (generator, lambda latents: generator(latents, training=False))
         return self._generate[1]
 
+    def _counts_generator_steps(self) -> bool:
+        # A GAN's own step counter survives a resume; batches seen by this process do not.
+        return getattr(self.model, "g_optimizer", None) is not None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._counts_generator_steps():
+            self._step = generator_step(self.model)
+
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._epoch = epoch
         self._epoch_first_step = self._step
         self._epoch_scores = None
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-        previous, self._step = self._step, self._epoch_first_step + batch + 1
+        previous = self._step
+        self._step = (generator_step(self.model) if self._counts_generator_steps()
+                      else self._epoch_first_step + batch + 1)
         # With `steps_per_execution` > 1 only every k-th batch is reported: evaluate once a
         # multiple of N has been passed, not only when it is hit.
         if self.every_n_steps and self._step // self.every_n_steps > previous // self.every_n_steps:

@@ -6,6 +6,8 @@ import math
 
 import keras
 
+from training.callbacks.steps import generator_step
+
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
@@ -30,7 +32,7 @@ class StopOnNonFiniteLoss(keras.callbacks.Callback):
         for key in self.keys:
             value = (logs or {}).get(key)
             if value is not None and not math.isfinite(float(value)):
-                step = int(self.model.g_optimizer.iterations)
+                step = generator_step(self.model)
                 self.triggered = f"{key} = {float(value)} at generator step {step}"
                 self.model.stop_training = True
                 return
@@ -45,5 +47,5 @@ class StopAtStep(keras.callbacks.Callback):
         self.steps = steps
 
     def on_train_batch_end(self, batch, logs=None):
-        if int(self.model.g_optimizer.iterations) >= self.steps:
+        if generator_step(self.model) >= self.steps:
             self.model.stop_training = True

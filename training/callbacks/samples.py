@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from training.images import save_grid_png
+from training.callbacks.steps import generator_step
 
 
 def to_uint8(images) -> np.ndarray:
@@ -61,11 +62,11 @@ class SampleGridCallback(keras.callbacks.Callback):
         return path
 
     def on_train_batch_end(self, batch, logs=None):
-        step = int(self.model.g_optimizer.iterations)
+        step = generator_step(self.model)
         if step % self.every_n_steps == 0 and step != self._last_step:
             self.save(step)
 
     def on_train_end(self, logs=None):
-        step = int(self.model.g_optimizer.iterations)
+        step = generator_step(self.model)
         if step != self._last_step:
             self.save(step)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from training.callbacks.steps import generator_step
+
 
 class StepScalarLogger(keras.callbacks.Callback):
     """Writes every numeric entry of the epoch logs to TensorBoard at the current step.
@@ -23,9 +25,9 @@ class StepScalarLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
 
-        step = int(self.model.g_optimizer.iterations)
+        step = generator_step(self.model)
         with self.summary_writer.as_default(step=step):
             for name, value in (logs or {}).items():
-                if np.ndim(value) == 0:
+                if np.ndim(value) == 0 and name != "step":
                     tf.summary.scalar(name, float(value))
         self.summary_writer.flush()

@@ -19,8 +19,12 @@ def check_normalization(norm: str, scale: float) -> None:
 
 
 def normalized(layer: keras.layers.Layer, norm: str, scale: float,
-               power_iterations: int = 1) -> keras.layers.Layer:
-    """`layer` wrapped in the normalization `norm` ("none" returns it as it is)."""
+               power_iterations: int = 1, **wrapper_options) -> keras.layers.Layer:
+    """`layer` wrapped in the normalization `norm` ("none" returns it as it is).
+
+    `wrapper_options` (`differentiable_power_iteration`, `vector_updates`) go to the wrapper.
+    """
     if norm == "none":
         return layer
-    return METHODS[norm](layer, scale=scale, power_iterations=power_iterations, name=layer.name)
+    return METHODS[norm](layer, scale=scale, power_iterations=power_iterations, name=layer.name,
+                         **wrapper_options)

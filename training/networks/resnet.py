@@ -1,10 +1,12 @@
 """The SNGAN ResNets: the 32x32 CIFAR variant and the 128x128 ImageNet one (unconditional).
 
 Residual blocks as in Miyato et al. (2018): G blocks are BN-ReLU-upsample-conv3x3-BN-ReLU-conv3x3
-with a 1x1 upsampled shortcut; D blocks are ReLU-conv3x3-ReLU-conv3x3(-avgpool) with a 1x1
-shortcut when channels or resolution change; D ends with ReLU, a global sum pooling and
-Dense(1). Initializers follow the reference: Glorot uniform with a sqrt(2) gain (variance scale
-2) for 3x3 convolutions and gain 1 for shortcuts and dense layers.
+with a 1x1 upsampled shortcut; D blocks are ReLU-conv3x3-ReLU-conv3x3(-avgpool) with a
+normalized 1x1 shortcut convolution in every block but the first (as the official BSN code
+has it, even where channels and resolution do not change); D ends with ReLU, a global sum
+pooling and Dense(1). Initializers follow the reference: Glorot uniform with a sqrt(2) gain
+(variance scale 2) for 3x3 convolutions and gain 1 for shortcuts, dense layers and G's output
+convolution. G BatchNorm: momentum 0.9, epsilon 1e-5 (the official code's).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ class GlobalSumPooling2D(keras.layers.Layer):
         return (input_shape[0], input_shape[-1])
 
 
+SUPPORTED_SIZES = tuple(_CONFIGS)
+
+
 def _config(image_size: int):
     if image_size not in _CONFIGS:
         raise ValueError(f"The SNGAN ResNet exists for image sizes {sorted(_CONFIGS)}; got "
@@ -46,18 +51,20 @@ def _glorot(gain_squared: float) -> keras.initializers.Initializer:
                                               distribution="uniform")
 
 
-def _conv(filters: int, kernel_size: int, name: str) -> keras.layers.Conv2D:
-    gain_squared = 2.0 if kernel_size == 3 else 1.0
+def _conv(filters: int, kernel_size: int, name: str, gain_squared: float | None = None
+          ) -> keras.layers.Conv2D:
+    if gain_squared is None:
+        gain_squared = 2.0 if kernel_size == 3 else 1.0
     return keras.layers.Conv2D(filters, kernel_size, padding="same",
                                kernel_initializer=_glorot(gain_squared), name=name)
 
 
-def _generator_block(x, filters: int, name: str):
-    h = keras.layers.BatchNormalization(synchronized=True, name=f"{name}_bn1")(x)
+def _generator_block(x, filters: int, name: str, batch_norm):
+    h = batch_norm(f"{name}_bn1")(x)
     h = keras.layers.ReLU()(h)
     h = keras.layers.UpSampling2D(2)(h)
     h = _conv(filters, 3, f"{name}_conv1")(h)
-    h = keras.layers.BatchNormalization(synchronized=True, name=f"{name}_bn2")(h)
+    h = batch_norm(f"{name}_bn2")(h)
     h = keras.layers.ReLU()(h)
     h = _conv(filters, 3, f"{name}_conv2")(h)
     shortcut = _conv(filters, 1, f"{name}_shortcut")(keras.layers.UpSampling2D(2)(x))
@@ -65,6 +72,7 @@ def _generator_block(x, filters: int, name: str):
 
 
 def resnet_generator(image_size: int = 32, latent_dim: int = 128, channels: int = 3,
+                     bn_momentum: float = 0.9, bn_epsilon: float = 1e-5,
                      name: str = "generator") -> keras.Model:
     """The SNGAN ResNet generator (32x32 CIFAR variant or 128x128 ImageNet).
 
@@ -72,17 +80,24 @@ def resnet_generator(image_size: int = 32, latent_dim: int = 128, channels: int 
         image_size: 32 or 128.
         latent_dim: size of z.
         channels: output channels.
+        bn_momentum: BatchNorm moving-average momentum (official 0.9).
+        bn_epsilon: BatchNorm epsilon (official 1e-5).
         name: model name.
     """
+
+    def batch_norm(layer_name=None):
+        return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
+                                               synchronized=True, name=layer_name)
+
     base, base_channels, block_channels, _ = _config(image_size)
     latents = keras.Input((latent_dim,), name="latents")
     x = keras.layers.Dense(base * base * base_channels, kernel_initializer=_glorot(1.0))(latents)
     x = keras.layers.Reshape((base, base, base_channels))(x)
     for index, filters in enumerate(block_channels):
-        x = _generator_block(x, filters, f"gblock{index + 1}")
-    x = keras.layers.BatchNormalization(synchronized=True)(x)
+        x = _generator_block(x, filters, f"gblock{index + 1}", batch_norm)
+    x = batch_norm()(x)
     x = keras.layers.ReLU()(x)
-    x = _conv(channels, 3, "to_rgb")(x)
+    x = _conv(channels, 3, "to_rgb", gain_squared=1.0)(x)
     images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model(latents, images, name=name)
 
@@ -96,10 +111,9 @@ def _discriminator_block(x, filters: int, downsample: bool, first: bool, name: s
     h = wrap(_conv(filters, 3, f"{name}_conv2"))(h)
     if downsample:
         h = keras.layers.AveragePooling2D(2)(h)
-    shortcut = x
     if first:
         shortcut = wrap(_conv(filters, 1, f"{name}_shortcut"))(keras.layers.AveragePooling2D(2)(x))
-    elif downsample or x.shape[-1] != filters:
+    else:
         shortcut = wrap(_conv(filters, 1, f"{name}_shortcut"))(x)
         if downsample:
             shortcut = keras.layers.AveragePooling2D(2)(shortcut)
@@ -108,7 +122,7 @@ def _discriminator_block(x, filters: int, downsample: bool, first: bool, name: s
 
 def resnet_discriminator(image_size: int = 32, channels: int = 3, norm: str = "bssn",
                          scale: float = 1.0, power_iterations: int = 1,
-                         name: str = "discriminator") -> keras.Model:
+                         name: str = "discriminator", **wrapper_options) -> keras.Model:
     """The SNGAN ResNet discriminator with every conv and the dense layer normalized.
 
     Args:
@@ -118,12 +132,14 @@ def resnet_discriminator(image_size: int = 32, channels: int = 3, norm: str = "b
         scale: the constant c of SSN/BSSN.
         power_iterations: power-iteration steps per discriminator update.
         name: model name.
+        **wrapper_options: `differentiable_power_iteration` and `vector_updates` of the
+            normalization wrappers.
     """
     check_normalization(norm, scale)
     *_, blocks = _config(image_size)
 
     def wrap(layer):
-        return normalized(layer, norm, scale, power_iterations)
+        return normalized(layer, norm, scale, power_iterations, **wrapper_options)
 
     images = keras.Input((image_size, image_size, channels), name="images")
     x = images

@@ -1,0 +1,101 @@
+"""The collapse study's pieces: the diversity statistic, the collapse rule, cells, logs."""
+
+import csv
+
+import keras
+import numpy as np
+import pytest
+
+from training import collapse
+from training.callbacks import SampleDiversityMonitor
+from training.callbacks.diversity import mean_pairwise_distance
+
+
+def test_mean_pairwise_distance_matches_a_direct_loop():
+    images = np.random.default_rng(0).uniform(-1, 1, (7, 4, 4, 3))
+    direct = [np.linalg.norm(images[i] - images[j]) for i in range(7) for j in range(i + 1, 7)]
+    np.testing.assert_allclose(mean_pairwise_distance(images), np.mean(direct), rtol=1e-10)
+    assert mean_pairwise_distance(np.repeat(images[:1], 5, axis=0)) == pytest.approx(0, abs=1e-6)
+
+
+class _FixedGenerator:
+    """Stands in for a GAN: its samples are whatever `images` holds."""
+
+    latent_dim = 4
+
+    def __init__(self):
+        self.images = None
+        self.g_optimizer = keras.optimizers.Adam()
+        self.g_optimizer.build([keras.Variable(np.zeros(1))])
+
+    @property
+    def sampling_generator(self):
+        return self
+
+    def predict(self, latents, verbose=0, batch_size=None):
+        return self.images[: len(latents)]
+
+
+def test_diversity_is_relative_to_the_real_batch_and_warns_once_after_the_warm_up(capsys):
+    rng = np.random.default_rng(1)
+    real = rng.uniform(-1, 1, (16, 4, 4, 3))
+    monitor = SampleDiversityMonitor(real, num_samples=16, threshold=0.25, patience=2,
+                                     warm_up_steps=10)
+    gan = _FixedGenerator()
+    monitor.set_model(gan)
+    gan.images = real
+    logs = {}
+    monitor.on_epoch_end(0, logs)
+    assert logs["diversity"] == pytest.approx(1.0)
+    collapsed = real[:1].repeat(16, axis=0) + rng.normal(0, 1e-3, real.shape)
+    gan.images = collapsed
+    monitor.on_epoch_end(1, logs)  # step 0 < warm-up: no count
+    gan.g_optimizer.iterations.assign(20)
+    for epoch in (2, 3, 4):
+        monitor.on_epoch_end(epoch, logs)
+    assert logs["diversity"] < 0.01
+    warnings = capsys.readouterr().err.count("warning: step 20: sample diversity")
+    assert warnings == 1
+
+
+def test_collapse_step_needs_patience_rows_after_the_warm_up():
+    def rows(values, start=400, every=50):
+        return [{"step": start + every * index, "diversity": value}
+                for index, value in enumerate(values)]
+
+    assert collapse.collapse_step(rows([0.1, 0.1, 0.1, 0.9, 0.9])) is None  # before step 500
+    # Two low rows, a recovery, then three low rows from step 650.
+    assert collapse.collapse_step(rows([0.9, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1])) == 650
+    # Low from step 450, but only the rows from step 500 on count: 500, 550, 600.
+    assert collapse.collapse_step(rows([0.9, 0.2, 0.2, 0.2])) is None
+    assert collapse.collapse_step(rows([0.9, 0.2, 0.2, 0.2, 0.2])) == 500
+
+
+def test_cells_parse_semantics_and_overrides():
+    cell = collapse.Cell.parse("bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9")
+    config = cell.config(seed=3, steps=20, log_every=5, dataset="folder", data_dir="x")
+    assert (config.norm, config.scale, config.seed, config.steps) == ("bssn", 1.2, 3, 20)
+    assert config.differentiable_power_iteration and config.bn_momentum == 0.9
+    assert config.vector_updates == "in_call"  # the rest of the keras semantics
+    assert cell.name == "bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9"
+    for bad in ("bssn:1.2", "bssn:1.2:pytorch", "bssn:1.2:official+colour=red"):
+        with pytest.raises(ValueError):
+            collapse.Cell.parse(bad)
+
+
+def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
+    path = tmp_path / "metrics.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["epoch", "d_real", "diversity", "grad_norm_fake", "step"])
+        for epoch, (d_real, diversity) in enumerate([(1, .8), (2, .7), (50, .1), (90, .1),
+                                                     (120, .05), (150, .04)]):
+            writer.writerow([epoch, d_real, diversity, 0.01, 300 + 100 * epoch])
+        writer.writerow([5, 160, 0.03, 0.01, 800])  # logged again after a resume: last wins
+    rows = collapse.read_log(path)
+    assert [row["step"] for row in rows] == [300, 400, 500, 600, 700, 800]
+    summary = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 0, rows)
+    assert summary["collapsed"] and summary["collapse_step"] == 500
+    assert summary["max_d_real"] == 160 and summary["steps"] == 800
+    verdict = collapse.cell_verdicts([summary], steps=1500)
+    assert verdict == ["sn:1:official: collapsed in 1 of 1 finished runs (seed 0 at 500)"]

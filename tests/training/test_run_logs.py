@@ -1,0 +1,62 @@
+"""metrics.csv and the progress line: what a person reads of a run."""
+
+import csv
+import io
+
+import keras
+import numpy as np
+
+from training.callbacks import MetricsCSVLogger, ProgressLine
+from training.callbacks.progress import format_duration
+
+
+class _Run:
+    """Stands in for a GAN: only its generator step counter."""
+
+    def __init__(self):
+        self.g_optimizer = keras.optimizers.Adam()
+        self.g_optimizer.build([keras.Variable(np.zeros(1))])
+
+    def at(self, step):
+        self.g_optimizer.iterations.assign(step)
+        return self
+
+
+def _rows(path):
+    with open(path, newline="") as file:
+        return list(csv.DictReader(file))
+
+
+def test_metrics_csv_has_step_first_and_rewrites_its_header_for_new_columns(tmp_path):
+    path = tmp_path / "metrics.csv"
+    run = _Run()
+    logger = MetricsCSVLogger(path)
+    logger.set_model(run.at(100))
+    logger.on_epoch_end(0, {"d_loss": 1.5, "sigma/conv1": 0.9, "images": np.zeros((2, 2))})
+    # A resumed run with another normalization logs a column the file lacks.
+    resumed = MetricsCSVLogger(path)
+    resumed.set_model(run.at(200))
+    resumed.on_epoch_end(0, {"d_loss": 1.25, "sigma/conv1_view1": 0.8})
+    with open(path) as file:
+        header = file.readline().strip().split(",")
+    assert header == ["step", "d_loss", "sigma/conv1", "sigma/conv1_view1"]
+    rows = _rows(path)
+    assert [(row["step"], row["d_loss"]) for row in rows] == [("100", "1.5"), ("200", "1.25")]
+    assert rows[0]["sigma/conv1_view1"] == "" and rows[1]["sigma/conv1"] == ""
+
+
+def test_progress_line_shows_step_speed_eta_and_the_key_scalars():
+    stream = io.StringIO()
+    run = _Run().at(1000)
+    progress = ProgressLine(4000, stream=stream)
+    progress.set_model(run)
+    progress.on_train_begin()
+    progress._start_time -= 100.0  # 100 s ago, 1000 steps trained since
+    run.at(2000)
+    progress.on_epoch_end(0, {"d_loss": 1.234, "g_loss": 0.5, "d_real": 0.8, "d_fake": -0.6,
+                              "diversity": 0.71, "sigma/conv1": 1.0})
+    line = stream.getvalue()
+    assert line.startswith("step 2000/4000 (50%) | 10.00 steps/s | elapsed 1:40 | ETA 3:20 | ")
+    assert "d_loss 1.23 g_loss 0.5 D(real) 0.8 D(fake) -0.6 diversity 0.71" in line
+    assert "sigma" not in line and line.endswith("\n")
+    assert format_duration(3725) == "1:02:05"

@@ -1,0 +1,73 @@
+"""metrics.csv: one row per log interval, `step` first, only columns that hold values."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+import keras
+import numpy as np
+
+from training.callbacks.steps import generator_step
+from training.images import atomic_writer
+
+
+class MetricsCSVLogger(keras.callbacks.Callback):
+    """Appends the epoch logs to a CSV file, keyed by the generator step.
+
+    Unlike `keras.callbacks.CSVLogger`: the first column is `step` (the generator step of the
+    row, which a resumed run continues), there is no `epoch` column and no empty `val_*`
+    columns, and a row with keys the file's header lacks (another normalization after
+    `--force`, a metric added later) rewrites the file with the union of the columns, so no
+    row ever sits under the wrong header. Rows are flushed as they are written.
+
+    Args:
+        path: the CSV file; created, or appended to.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        super().__init__()
+        self.path = os.fspath(path)
+
+    def _header(self) -> list[str]:
+        if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
+            return []
+        with open(self.path, newline="") as file:
+            return next(csv.reader(file), [])
+
+    def _rewrite(self, columns: list[str]) -> None:
+        with open(self.path, newline="") as file:
+            rows = list(csv.DictReader(file))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        with atomic_writer(self.path) as file:
+            file.write(text.getvalue().encode())
+
+    def write_row(self, logs: dict) -> None:
+        """Appends one row: the current step and every scalar entry of `logs`."""
+        row = {"step": generator_step(self.model)}
+        for key, value in logs.items():
+            if key != "step" and np.ndim(value) == 0:
+                row[key] = _format(float(value))
+        header = self._header()
+        columns = header or ["step", *sorted(key for key in row if key != "step")]
+        missing = [key for key in row if key not in columns]
+        if missing:
+            columns = columns + sorted(missing)
+            self._rewrite(columns)
+        with open(self.path, "a", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=columns, lineterminator="\n")
+            if not header and not missing:
+                writer.writeheader()
+            writer.writerow(row)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.write_row(logs or {})
+
+
+def _format(value: float) -> str:
+    return repr(value) if math.isfinite(value) else str(value)

@@ -1,0 +1,199 @@
+"""The collapse study: which settings make the CNN GAN collapse, on how many seeds, and when.
+
+A *cell* is a normalization, a scale and a training semantics, written
+`NORM:SCALE:SEMANTICS[+SETTING=VALUE...]`, e.g. `bssn:1.2:official`, `sn:1:keras`, or for an
+ablation `bssn:1.2:keras+differentiable_power_iteration=true` (one official setting switched
+on in the old semantics). Each (cell, seed) is one `training.train` run of the
+`cifar10-cnn-bssn` preset with the cell's settings; the runs log every `log_every` steps the
+mean D(real), D(fake), ||grad_x D|| on fakes and the sample diversity
+(`training.callbacks.SampleDiversityMonitor`).
+
+Collapse, defined before the study ran (the rule of the training command's warning): from step
+`DIVERSITY_WARM_UP_STEPS` on, the diversity is below `DIVERSITY_THRESHOLD` at
+`DIVERSITY_PATIENCE` log rows in a row; the run collapsed at the first of those rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import pathlib
+from typing import Any, Sequence
+
+from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOLD,
+                                          DIVERSITY_WARM_UP_STEPS)
+from training.presets import TrainConfig, preset, semantics
+
+DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
+RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "final_diversity",
+               "min_diversity", "max_d_real", "final_d_real", "final_grad_norm_fake")
+_BOOLEAN_SETTINGS = {"true": True, "false": False}
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """A normalization, scale and semantics (plus single overridden settings)."""
+
+    norm: str
+    scale: float
+    semantics: str
+    overrides: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, spec: str) -> "Cell":
+        """Reads `NORM:SCALE:SEMANTICS[+SETTING=VALUE...]`."""
+        head, *extras = spec.split("+")
+        parts = head.split(":")
+        if len(parts) != 3:
+            raise ValueError(f"A cell is NORM:SCALE:SEMANTICS[+SETTING=VALUE...], e.g. "
+                             f"bssn:1.2:official; got {spec!r}.")
+        norm, scale, semantics_name = parts
+        semantics(semantics_name)  # refuses an unknown name
+        fields = {field.name: field.type for field in dataclasses.fields(TrainConfig)}
+        overrides = []
+        for extra in extras:
+            name, _, value = extra.partition("=")
+            if name not in fields or not value:
+                raise ValueError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
+                                 "setting of TrainConfig.")
+            overrides.append((name, _setting_value(value)))
+        return cls(norm, float(scale), semantics_name, tuple(overrides))
+
+    @property
+    def name(self) -> str:
+        """The cell as written, normalized (also its run folders' prefix)."""
+        extras = "".join(f"+{name}={value}".lower() for name, value in self.overrides)
+        return f"{self.norm}:{self.scale:g}:{self.semantics}{extras}"
+
+    def config(self, seed: int, steps: int, log_every: int, dataset: str,
+               data_dir: str | None) -> TrainConfig:
+        """The run of this cell for one seed."""
+        base = preset("cifar10-cnn-bssn")
+        return dataclasses.replace(
+            base, **{**semantics(self.semantics, base.arch), **dict(self.overrides)},
+            dataset=dataset, data_dir=data_dir, norm=self.norm, scale=self.scale, seed=seed,
+            steps=steps, log_every=log_every, sample_every=500, checkpoint_every=250,
+            fid_every=0)
+
+    def folder(self, root: pathlib.Path, seed: int) -> pathlib.Path:
+        safe = self.name.replace(":", "-").replace("+", "_").replace("=", "-")
+        return root / "runs" / f"{safe}-s{seed}"
+
+
+def _setting_value(text: str) -> Any:
+    if text.lower() in _BOOLEAN_SETTINGS:
+        return _BOOLEAN_SETTINGS[text.lower()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def read_log(metrics_csv: pathlib.Path) -> list[dict[str, float]]:
+    """The rows of a run's metrics.csv that have a step, as numbers, by step (the last row
+    of a step wins: a resumed run may log a step twice)."""
+    if not metrics_csv.exists():
+        return []
+    by_step = {}
+    with open(metrics_csv) as file:
+        for row in csv.DictReader(file):
+            values = {key: _number(value) for key, value in row.items() if key}
+            if math.isfinite(values.get("step", math.nan)):
+                by_step[int(values["step"])] = values
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def collapse_step(rows: Sequence[dict[str, float]], threshold: float = DIVERSITY_THRESHOLD,
+                  patience: int = DIVERSITY_PATIENCE,
+                  warm_up_steps: int = DIVERSITY_WARM_UP_STEPS) -> int | None:
+    """The step where the run collapsed (see the module docstring), or None.
+
+    Example:
+
+    >>> rows = [{"step": s, "diversity": d} for s, d in [(500, .9), (550, .1), (600, .1),
+    ...                                                   (650, .1)]]
+    >>> collapse_step(rows)
+    550
+    """
+    streak_start, streak = None, 0
+    for row in rows:
+        if row["step"] < warm_up_steps:
+            continue
+        if row.get("diversity", math.nan) < threshold:
+            streak_start = row["step"] if streak == 0 else streak_start
+            streak += 1
+            if streak >= patience:
+                return int(streak_start)
+        else:
+            streak = 0
+    return None
+
+
+def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """One row of the study's table for a run's log."""
+    if not rows:
+        return {"cell": cell.name, "seed": seed, "steps": 0}
+    step = collapse_step(rows)
+    last = rows[-1]
+    return {
+        "cell": cell.name, "seed": seed, "steps": int(last["step"]),
+        "collapsed": step is not None, "collapse_step": step,
+        "final_diversity": last.get("diversity"),
+        "min_diversity": min(row.get("diversity", math.nan) for row in rows),
+        "max_d_real": max(row.get("d_real", math.nan) for row in rows),
+        "final_d_real": last.get("d_real"),
+        "final_grad_norm_fake": last.get("grad_norm_fake"),
+    }
+
+
+def cell_verdicts(run_rows: Sequence[dict[str, Any]], steps: int) -> list[str]:
+    """One line per cell: collapsed runs out of finished ones, with their steps."""
+    lines = []
+    for cell in dict.fromkeys(row["cell"] for row in run_rows):
+        rows = [row for row in run_rows if row["cell"] == cell]
+        finished = [row for row in rows if row["steps"] >= steps or row.get("collapsed")]
+        collapsed = [row for row in finished if row.get("collapsed")]
+        where = ", ".join(f"seed {row['seed']} at {row['collapse_step']}" for row in collapsed)
+        lines.append(f"{cell}: collapsed in {len(collapsed)} of {len(finished)} finished runs"
+                     + (f" ({where})" if where else "")
+                     + (f"; {len(rows) - len(finished)} unfinished" if len(finished) < len(rows)
+                        else ""))
+    return lines
+
+
+def plot_study(logs: dict[tuple[str, int], list[dict[str, float]]], title: str, pyplot):
+    """Diversity and mean D(real) over steps: a column per cell, a line per seed."""
+    cells = list(dict.fromkeys(cell for cell, _ in logs))
+    figure, panels = pyplot.subplots(2, len(cells), squeeze=False, sharex=True,
+                                     figsize=(3.6 * len(cells), 6.2))
+    for column, cell in enumerate(cells):
+        top, bottom = panels[0, column], panels[1, column]
+        for (name, seed), rows in sorted(logs.items()):
+            if name != cell or not rows:
+                continue
+            steps = [row["step"] for row in rows]
+            top.plot(steps, [row.get("diversity", math.nan) for row in rows], label=f"seed {seed}")
+            bottom.plot(steps, [max(row.get("d_real", math.nan), 1e-3) for row in rows])
+        top.axhline(DIVERSITY_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
+        top.set_title(cell, fontsize=9)
+        top.set_ylabel("sample diversity / real batch's")
+        top.set_ylim(0, 1.3)
+        top.legend(fontsize=7)
+        bottom.set_yscale("log")
+        bottom.set_ylabel("mean D(real)")
+        bottom.set_xlabel("generator step")
+        for axes in (top, bottom):
+            axes.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
