@@ -589,6 +589,17 @@ def _print_sweep_summary(rows: list[dict]) -> None:
 # Command line.
 
 
+def positive_int(text: str) -> int:
+    """argparse type of a count or interval: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
 def _default_data() -> tuple[str, str | None]:
     if SHARED_CIFAR10.exists():
         return "folder", str(SHARED_CIFAR10)
@@ -601,7 +612,7 @@ def _add_common_flags(parser: argparse.ArgumentParser, seeds: list[int]) -> None
                         default=pathlib.Path("runs") / "analysis" / parser.prog.split()[-1],
                         help="output folder")
     parser.add_argument("--arch", default="cnn", help="cnn or resnet")
-    parser.add_argument("--image-size", type=int, default=32, help="image side in pixels")
+    parser.add_argument("--image-size", type=positive_int, default=32, help="image side in pixels")
     parser.add_argument("--seeds", type=int, nargs="+", default=seeds, help="seeds")
 
 
@@ -615,8 +626,8 @@ def _add_training_flags(parser: argparse.ArgumentParser, norms: list[str], steps
     parser.add_argument("--dataset", default=dataset, help="data set: cifar10, folder, npz, ...")
     parser.add_argument("--data-dir", default=data_dir, help="image folder / .tar.gz / .npz")
     parser.add_argument("--norms", nargs="+", default=norms, help="normalizations")
-    parser.add_argument("--steps", type=int, default=steps, help="generator steps per run")
-    parser.add_argument("--batch-size", type=int, default=64, help="discriminator batch")
+    parser.add_argument("--steps", type=positive_int, default=steps, help="generator steps per run")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="discriminator batch")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -629,7 +640,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    **defaults)
     _add_common_flags(init, seeds=[0])
     _add_scale_flag(init)
-    init.add_argument("--power-iterations", type=int, default=100,
+    init.add_argument("--power-iterations", type=positive_int, default=100,
                       help="power-iteration steps to converge the sigmas")
 
     gradients = experiments.add_parser("gradients", help="D's weight-gradient norms over steps",
@@ -637,7 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common_flags(gradients, seeds=[0, 1, 2])
     _add_scale_flag(gradients)
     _add_training_flags(gradients, ["none", "sn", "strict", "bsn", "bssn"], steps=100)
-    gradients.add_argument("--num-images", type=int, default=64,
+    gradients.add_argument("--num-images", type=positive_int, default=64,
                            help="real (and generated) images per measurement")
     gradients.add_argument("--warm-up", type=int, default=100,
                            help="power-iteration steps before training, so that sigmas start "
@@ -649,13 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(sweep, ["sn", "bsn"], steps=2000)
     sweep.add_argument("--scales", type=float, nargs="+", default=[0.7, 1.0, 1.2, 1.6, 2.0],
                        help="values of c (SN at c != 1 is SSN, BSN is BSSN)")
-    sweep.add_argument("--eval-every", type=int, default=500, help="steps between KIDs")
-    sweep.add_argument("--kid-samples", type=int, default=2000, help="generated images")
-    sweep.add_argument("--kid-real", type=int, default=2000, help="real images")
+    sweep.add_argument("--eval-every", type=positive_int, default=500, help="steps between KIDs")
+    sweep.add_argument("--kid-samples", type=positive_int, default=2000, help="generated images")
+    sweep.add_argument("--kid-real", type=positive_int, default=2000, help="real images")
     sweep.add_argument("--extractor", default="auto",
                        help="auto (the Inception graph if KERAS_BSSN_INCEPTION_GRAPH is set, "
                             "else pixels), pixels, or what training.train's --extractor takes")
-    sweep.add_argument("--pixel-size", type=int, default=16,
+    sweep.add_argument("--pixel-size", type=positive_int, default=16,
                        help="side of the images whose pixels are the 'pixels' features")
 
     study = experiments.add_parser("collapse", help="seed study of collapse per setting",
@@ -668,9 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--data-dir", default=data_dir, help="image folder / .tar.gz / .npz")
     study.add_argument("--cells", nargs="+", default=list(collapse.DEFAULT_CELLS),
                        help="NORM:SCALE:SEMANTICS[+SETTING=VALUE...] per cell")
-    study.add_argument("--steps", type=int, default=1500, help="generator steps per run")
-    study.add_argument("--log-every", type=int, default=50, help="steps between log rows")
-    study.add_argument("--batch-size", type=int, default=64, help="discriminator batch")
+    study.add_argument("--steps", type=positive_int, default=1500, help="generator steps per run")
+    study.add_argument("--log-every", type=positive_int, default=50, help="steps between log rows")
+    study.add_argument("--batch-size", type=positive_int, default=64, help="discriminator batch")
     return parser
 
 

@@ -1,6 +1,8 @@
 """`python -m training.analyze`: each experiment end to end at a tiny size; sweep resumption."""
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from training import analyze
 
+REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"conv{index}" for index in range(1, 8)] + ["logits"]
 
@@ -96,3 +99,17 @@ def test_sweep_gathers_runs_in_one_csv_and_skips_finished_ones(images_npz, tmp_p
         ("sn", 1.0, "2", "finished"), ("sn", 1.5, "2", "finished")]
     assert all(np.isfinite(float(row["kid"])) and "pixels" in row["extractor"] for row in rows)
     _assert_png(tmp_path / "sweep.png")
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "--eval-every", "0"],
+    ["gradients", "--steps", "0"],
+    ["collapse", "--log-every", "-1"],
+])
+def test_zero_counts_and_intervals_are_refused_without_a_traceback(argv, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "training.analyze", *argv, "--out",
+                             str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 2
+    assert "expected a whole number >= 1" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
