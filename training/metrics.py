@@ -103,6 +103,16 @@ def _checked_gaussian(
         )
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
         raise ValueError(f"mu{which} and sigma{which} must be finite.")
+    scale = max(float(np.max(np.abs(sigma))), 1e-300)
+    if np.max(np.abs(sigma - sigma.T)) > 1e-6 * scale:
+        raise ValueError(f"sigma{which} is not symmetric, so it is no covariance matrix; "
+                         "recompute the statistics (python -m training.fid_stats).")
+    smallest = float(np.linalg.eigvalsh((sigma + sigma.T) / 2)[0])
+    # Rounding leaves a covariance's smallest eigenvalues a little below zero, never far.
+    if smallest < -1e-6 * scale * sigma.shape[0]:
+        raise ValueError(f"sigma{which} has a negative eigenvalue ({smallest:.3g}), so it is "
+                         "no covariance matrix; recompute the statistics "
+                         "(python -m training.fid_stats).")
     return mu, sigma
 
 
@@ -354,6 +364,9 @@ def _checked_features(features: np.ndarray, name: str) -> np.ndarray:
     features = np.asarray(features, np.float32)
     if features.ndim != 2:
         raise ValueError(f"{name} must be (n, d); got shape {features.shape}.")
+    if not np.isfinite(features).all():
+        raise ValueError(f"{name} holds NaN or infinite values; a generator or extractor "
+                         "that produced them gives no meaningful KID.")
     return features
 
 

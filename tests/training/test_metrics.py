@@ -269,3 +269,30 @@ def test_kid_clips_the_subset_size_to_the_smaller_sample_with_a_warning():
 def test_kid_rejects_mismatched_feature_sizes():
     with pytest.raises(ValueError, match="different dimensions"):
         metrics.kernel_inception_distance(np.zeros((4, 2)), np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("sigma2, message", [
+    (-np.eye(3), "negative eigenvalue"),
+    (np.diag([1.0, 1.0, -16.0]), "negative eigenvalue"),
+    (np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]), "not symmetric"),
+    (np.full((3, 3), np.nan), "must be finite"),
+])
+def test_frechet_distance_rejects_matrices_that_are_no_covariance(sigma2, message):
+    with pytest.raises(ValueError, match=message):
+        metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), sigma2)
+
+
+def test_rounding_level_negative_eigenvalues_of_a_real_covariance_are_accepted():
+    samples = np.random.default_rng(0).standard_normal((5, 8))  # rank 4 < 8 dimensions
+    mu, sigma = _gaussian_fit(samples)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", metrics.SingularCovarianceWarning)
+        assert np.isfinite(metrics.frechet_distance(mu, sigma, mu, sigma))
+
+
+def test_kid_rejects_non_finite_features():
+    features = np.random.default_rng(0).standard_normal((10, 4))
+    broken = features.copy()
+    broken[3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        metrics.kernel_inception_distance(features, broken)
