@@ -46,25 +46,15 @@ def _raise_stop(signum, frame):
     raise _Stop(signum)
 
 
-class _StopSignals:
-    """Within the block, Ctrl-C and SIGTERM raise `_Stop`, whatever handlers the process
+class _SignalHandlers:
+    """Within the block, Ctrl-C and SIGTERM go to `handler`, whatever handlers the process
     inherited (a child of a shell without job control starts with SIGINT ignored)."""
 
-    def __enter__(self):
-        self.previous = {signum: signal.signal(signum, _raise_stop) for signum in EXIT_CODES}
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-class _IgnoredSignals:
-    """Within the block (a save), a second Ctrl-C or SIGTERM is ignored, so it cannot leave
-    a half-written checkpoint behind."""
+    def __init__(self, handler):
+        self.handler = handler
 
     def __enter__(self):
-        self.previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in EXIT_CODES}
+        self.previous = {signum: signal.signal(signum, self.handler) for signum in EXIT_CODES}
         return self
 
     def __exit__(self, *exc_info):
@@ -334,7 +324,7 @@ def train(config: TrainConfig, run_dir: pathlib.Path, saved_models: str = "saved
                                              is_healthy=lambda: guard.triggered is None)
         # Ctrl-C and a polite kill (SIGTERM: `kill`, a cluster's preemption) save a checkpoint.
         try:
-            with _StopSignals():
+            with _SignalHandlers(_raise_stop):
                 gan.fit(dataset, steps_per_epoch=config.log_every,
                         initial_epoch=step // config.log_every,
                         epochs=math.ceil(config.steps / config.log_every),
@@ -408,7 +398,7 @@ def _save_after_stop(checkpoint, gan, signum: int) -> int:
     """Saves the state a Ctrl-C or SIGTERM stopped at (when its weights are finite)."""
     from training.callbacks.checkpoints import weights_are_finite
 
-    with _IgnoredSignals():
+    with _SignalHandlers(signal.SIG_IGN):  # a second Ctrl-C cannot cut the save short
         if weights_are_finite(gan):
             print(f"\nStopped by {signal.Signals(signum).name} at step {checkpoint.step}; "
                   "saving a checkpoint (further Ctrl-C is ignored until it is written)...",
