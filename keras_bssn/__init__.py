@@ -5,7 +5,8 @@ from keras_bssn.convert import advance_power_iteration, collect_sigmas, spectral
 from keras_bssn.strict import StrictSpectralNormalization
 from keras_bssn.wrappers import BidirectionalSpectralNormalization, SpectralNormalization
 
-__version__ = "0.1.0"
+# The one source of the version: setuptools reads it for the wheel (pyproject.toml).
+__version__ = "0.2.0"
 
 __all__ = [
     "BidirectionalSpectralNormalization",

@@ -7,6 +7,7 @@ from typing import Callable
 import keras
 
 from keras_bssn import spectral
+from keras_bssn._keras_internals import flatten_layers
 from keras_bssn.strict import StrictSpectralNormalization
 from keras_bssn.wrappers import (
     BidirectionalSpectralNormalization,
@@ -116,9 +117,9 @@ def spectral_normalize(
 
 
 def _is_graph_model(model: keras.Model) -> bool:
-    # Functional models (keras.Model(inputs, outputs)) keep their graph of nodes; subclassed
-    # models have only Python code in call().
-    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+    # Functional models (keras.Model(inputs, outputs)) are graphs of Keras operations, a
+    # `keras.Function`; subclassed models have only Python code in call().
+    return isinstance(model, (keras.Sequential, keras.Function))
 
 
 def _copy_weights(source: keras.Model, target: keras.Model) -> None:
@@ -133,7 +134,7 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
 
 def normalized_layers(model: keras.layers.Layer) -> list[_NormalizedKernelWrapper]:
     """Every normalization wrapper inside `model` (nested models included), in order."""
-    return [layer for layer in model._flatten_layers(include_self=True)
+    return [layer for layer in flatten_layers(model, include_self=True)
             if isinstance(layer, _NormalizedKernelWrapper)]
 
 

@@ -29,6 +29,7 @@ import numpy as np
 from keras import ops
 
 from keras_bssn import spectral
+from keras_bssn._keras_internals import flatten_layers
 
 __all__ = [
     "conv_operator_norm",
@@ -414,9 +415,9 @@ def _children(obj) -> list:
     if isinstance(obj, keras.Model) or (hasattr(obj, "layers") and
                                         not isinstance(obj, keras.layers.Layer)):
         return list(obj.layers)
-    if isinstance(obj, keras.layers.Layer) and hasattr(obj, "_flatten_layers"):
+    if isinstance(obj, keras.layers.Layer):
         # Custom blocks (e.g. residual blocks) track their sub-layers without a public list.
-        return list(obj._flatten_layers(include_self=False, recursive=False))
+        return flatten_layers(obj, include_self=False, recursive=False)
     return []
 
 

@@ -31,11 +31,8 @@ import math
 import keras
 from keras import ops
 
-# Not public: Layer.__call__ enters a float16 autocast scope around a top-level mixed-precision
-# layer even when its `autocast` is False, and the power iteration must read the float32 kernel.
-from keras.src.backend import AutocastScope
-
 from keras_bssn import spectral
+from keras_bssn._keras_internals import autocast_disabled
 
 _PACKAGE = "keras_bssn"
 VECTOR_UPDATES = ("in_call", "explicit")
@@ -111,7 +108,9 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
         return variable
 
     def _raw_kernel(self):
-        with AutocastScope(None):
+        # Layer.__call__ opens a float16 autocast scope around a top-level mixed-precision
+        # layer even with `autocast=False`; the power iteration must read the float32 kernel.
+        with autocast_disabled():
             return ops.cast(self._kernel_variable().value, "float32")
 
     def _view_sigmas(self, kernel, training: bool) -> list:

@@ -9,6 +9,7 @@ tensorflow_pass=$?
 jax_pass=0
 if python -c "import jax" 2>/dev/null; then
   KERAS_BACKEND=jax python -m pytest -q tests/keras_bssn/test_wrappers.py \
+    tests/keras_bssn/test_keras_internals.py \
     tests/keras_bssn/test_diagnostics.py tests/keras_bssn/test_convert.py \
     tests/keras_bssn/test_strict.py tests/keras_bssn/test_constraints.py
   jax_pass=$?

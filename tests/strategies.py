@@ -2,15 +2,17 @@
 
 Each new MirroredStrategy numbers its collective operations from the same starting keys, and
 TensorFlow keeps collective state per process, so a second strategy's all-reduce can be
-matched with the first one's ("Shape mismatch in the collective instance"). Tests share one.
+matched with the first one's ("Shape mismatch in the collective instance"). Tests share the
+one `make_strategy("mirrored")` keeps for the process, which the training command uses too.
 """
-
-import functools
 
 import tensorflow as tf
 
+from training.distribute import make_strategy
 
-@functools.cache
+
 def two_cpu_strategy() -> tf.distribute.MirroredStrategy:
     """MirroredStrategy over the two logical CPUs that tests/conftest.py configures."""
-    return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = make_strategy("mirrored")
+    assert strategy.num_replicas_in_sync == 2
+    return strategy

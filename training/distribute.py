@@ -4,7 +4,9 @@
   `multi_worker`, `tpu`), with clear errors for a missing TPU or a bad `TF_CONFIG`.
 * `MultiWorkerFitMixin`: what Keras 3.15's `Model.fit` needs to train our GAN under a
   strategy, `MultiWorkerMirroredStrategy` included
-  (https://github.com/keras-team/keras/issues/20585).
+  (https://github.com/keras-team/keras/issues/20585). It overrides private Keras methods, so
+  it lives in `keras_bssn._keras_internals` with every other Keras internal we rely on; it is
+  imported from there and re-exported here.
 * `global_batch_loss` and `replica_latents`: the loss scaling and the latent draw a custom
   `train_step` needs to give the same updates on 1 or N replicas.
 
@@ -18,12 +20,23 @@ draws them so that the global batch of latents does not depend on the number of 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import keras
 import tensorflow as tf
+
+from keras_bssn._keras_internals import MultiWorkerFitMixin
+
+__all__ = [
+    "STRATEGY_NAMES",
+    "MultiWorkerFitMixin",
+    "global_batch_loss",
+    "make_strategy",
+    "replica_latents",
+]
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
 
@@ -76,11 +89,25 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None
     if name == "one_device":
         return _one_device_strategy(devices)
     if name == "mirrored":
-        return tf.distribute.MirroredStrategy(list(devices) if devices else _mirrored_devices())
+        return _mirrored_strategy(tuple(devices) if devices else _mirrored_devices())
     if name == "multi_worker":
         _check_tf_config(os.environ.get("TF_CONFIG"))
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker_strategy()
     return _tpu_strategy()
+
+
+# One strategy per process and layout: each new MirroredStrategy numbers its collective
+# operations from the same keys, and TensorFlow keeps collective state per process, so a
+# second one's all-reduce can meet the first one's ("Shape mismatch in the collective
+# instance"), e.g. in a study that trains several runs in one process.
+@functools.cache
+def _mirrored_strategy(devices: tuple[str, ...]) -> tf.distribute.MirroredStrategy:
+    return tf.distribute.MirroredStrategy(list(devices))
+
+
+@functools.cache
+def _multi_worker_strategy() -> tf.distribute.MultiWorkerMirroredStrategy:
+    return tf.distribute.MultiWorkerMirroredStrategy()
 
 
 def _one_device_strategy(devices: Sequence[str] | None) -> tf.distribute.Strategy:
@@ -92,9 +119,9 @@ def _one_device_strategy(devices: Sequence[str] | None) -> tf.distribute.Strateg
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
-def _mirrored_devices() -> list[str]:
+def _mirrored_devices() -> tuple[str, ...]:
     gpus = tf.config.list_logical_devices("GPU")
-    return [device.name for device in gpus or tf.config.list_logical_devices("CPU")]
+    return tuple(device.name for device in gpus or tf.config.list_logical_devices("CPU"))
 
 
 def _check_tf_config(tf_config: str | None) -> None:
@@ -176,114 +203,3 @@ def replica_latents(batch_size: int | tf.Tensor, latent_dim: int,
     draw = tf.random.stateless_uniform if uniform else tf.random.stateless_normal
     latents = draw((replicas * batch_size, latent_dim), seed=step_seed)
     return latents[replica_id * batch_size:(replica_id + 1) * batch_size]
-
-
-class MultiWorkerFitMixin:
-    """Makes `keras.Model.fit` (Keras 3.15, TensorFlow backend) train a GAN under any strategy.
-
-    Use it as the first base class, and name the optimizers `train_step` applies:
-
-        class GAN(MultiWorkerFitMixin, keras.Model):
-            def optimizer_variables(self):
-                return [(self.d_optimizer, self.discriminator.trainable_variables),
-                        (self.g_optimizer, self.generator.trainable_variables)]
-
-    It overrides two private `fit` helpers of Keras's TensorFlow trainer:
-
-    * `_maybe_symbolic_build`, which under a strategy builds the model before training, in
-      the strategy's scope, by calling it on the first batch made one tensor by
-      `strategy.reduce("MEAN", batch)`:
-      - That reduce fails under `MultiWorkerMirroredStrategy` whenever the batch is a nest,
-        like `(x, y)` (https://github.com/keras-team/keras/issues/20585): `Strategy.reduce`
-        does not take nests. Here the batch is the first local replica's part of it, taken
-        with no communication; only its shape and dtype are used.
-      - Calling the model on the data fails for a model whose `call` does not take the
-        training data: a GAN is called on latents but fit on images. Here a model whose
-        sub-layers are all built is marked built instead, since calling it would build
-        nothing.
-      - Only `self.optimizer` is built there. Other optimizers would build themselves in
-        the first train step, inside the replica context, which fails under
-        `MirroredStrategy` with several replicas ("You must feed a value for placeholder
-        tensor", https://github.com/keras-team/keras/issues/23085, fixed after Keras 3.15.1
-        by https://github.com/keras-team/keras/pull/23087). Here the optimizers of
-        `optimizer_variables()` are built too, and with several replicas per worker any other
-        unbuilt optimizer is an error that says so.
-    * `make_train_function`: under `MultiWorkerMirroredStrategy` Keras reduces each step's
-      per-replica logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
-      scalar losses and metrics a train step returns ("Invalid reduction dimension 0 for
-      input with 0 dimensions", https://github.com/keras-team/keras/issues/20585,
-      https://github.com/tensorflow/tensorflow/issues/72388). Here the train step's scalar
-      logs get a length-1 axis 0 first, so that reduction is the mean over all replicas of
-      all workers: the mean of the replicas' values that Keras takes on one worker.
-
-    `evaluate` and `predict` are left as they are. Without a strategy, `fit` is Keras's own.
-    """
-
-    def optimizer_variables(self) -> list[tuple[keras.optimizers.Optimizer, list]]:
-        """The (optimizer, variables it updates) pairs of `train_step`, besides `optimizer`."""
-        return []
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if strategy is None:  # Keras builds while tracing the train step: nothing to fix.
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        if iterator is not None:
-            data_batch = _first_local_batch(iterator, strategy)
-        # Don't let Keras call a GAN on images to build it (see the class docstring).
-        sub_layers_built = all(layer.built for layer in self._flatten_layers(include_self=False))
-        if not self.built and sub_layers_built and type(self).build is keras.Model.build:
-            self.built = True
-        super()._maybe_symbolic_build(data_batch=data_batch)
-        with strategy.scope():
-            for optimizer, variables in self.optimizer_variables():
-                if not optimizer.built:
-                    optimizer.build(variables)
-        _check_optimizers_built(self, strategy)
-
-    def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        if not _is_multi_worker(self.distribute_strategy):
-            return super().make_train_function(force=force)
-        # What Keras's `make_train_function` does, with the scalar logs given an axis 0.
-        self.train_function = self._make_function(_with_replica_axis(self.train_step))
-        return self.train_function
-
-
-def _first_local_batch(iterator, strategy: tf.distribute.Strategy):
-    """The first local replica's part of the first batch `fit`'s epoch iterator yields."""
-    for _, _, distributed_iterator in iterator:
-        batch = next(distributed_iterator)
-        return tf.nest.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0], batch)
-    return None
-
-
-def _check_optimizers_built(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
-    """Raises if an optimizer of `model` would build itself in a multi-replica train step."""
-    if len(strategy.extended.worker_devices) < 2:
-        return  # one replica here: building in the train step works
-    unbuilt = [name for name, value in vars(model).items()
-               if isinstance(value, keras.optimizers.Optimizer) and not value.built]
-    if unbuilt:
-        raise ValueError(
-            f"`{type(model).__name__}.{unbuilt[0]}` is not built. With several replicas per "
-            "worker, optimizers must be built before training: return it, with the variables "
-            f"it updates, from `{type(model).__name__}.optimizer_variables()`.")
-
-
-def _is_multi_worker(strategy: tf.distribute.Strategy) -> bool:
-    """Whether `fit` takes Keras's multi-worker reduction path (the condition Keras tests)."""
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and strategy.extended._in_multi_worker_mode())
-
-
-def _with_replica_axis(train_step: Callable) -> Callable:
-    """`train_step` with its scalar outputs reshaped to shape (1,)."""
-    def lift(value):
-        value = tf.convert_to_tensor(value)
-        return tf.reshape(value, (1,)) if value.shape.rank == 0 else value
-
-    def step(data):
-        return tf.nest.map_structure(lift, train_step(data))
-    return step

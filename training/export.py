@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
-import importlib.metadata
 import json
 import os
 import pathlib
@@ -29,6 +28,9 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+
+import keras_bssn
+from training.errors import UserError
 
 EXPORT_METADATA_FILE = "keras_bssn_export.json"
 EXPORT_FORMAT = "keras_bssn.generator"
@@ -57,7 +59,7 @@ _DESCRIBED_FIELDS = {
 }
 
 
-class ExportError(ValueError):
+class ExportError(UserError, ValueError):
     """A path is not a usable generator export, or not the one the caller expected."""
 
 
@@ -302,7 +304,9 @@ def _complete_metadata(generator: keras.Model, metadata: dict[str, Any]) -> dict
     defaults = {
         "format": EXPORT_FORMAT,
         "format_version": EXPORT_FORMAT_VERSION,
-        "keras_bssn_version": _keras_bssn_version(),
+        # The imported package's own version: right in a source checkout too, where no
+        # installed distribution metadata exists (or stale metadata from an older install).
+        "keras_bssn_version": keras_bssn.__version__,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     return _to_json_value({**defaults, **metadata, **derived})
@@ -341,13 +345,6 @@ def _to_json_value(value: Any) -> Any:
         raise TypeError(f"export metadata value {obj!r} ({type(obj).__name__}) is not JSON")
 
     return json.loads(json.dumps(value, default=convert))
-
-
-def _keras_bssn_version() -> str:
-    try:
-        return importlib.metadata.version("keras-bssn")
-    except importlib.metadata.PackageNotFoundError:  # running from a source tree
-        return "unknown"
 
 
 def _check_replaceable(target: pathlib.Path) -> None:

@@ -25,13 +25,14 @@ from keras_bssn import advance_power_iteration, collect_sigmas
 from keras_bssn.convert import normalized_layers
 from training import losses
 from training.distribute import MultiWorkerFitMixin, global_batch_loss, replica_latents
+from training.serialization import register_serializable
 
 # Independent random streams: latents of D updates, of G updates, and the penalty's mixing.
 _DISCRIMINATOR_STREAM, _GENERATOR_STREAM, _PENALTY_STREAM = 0, 1, 2
 GENERATOR_BN_UPDATES = ("every_forward", "generator_step")
 
 
-@keras.saving.register_keras_serializable(package="training")
+@register_serializable
 class GAN(MultiWorkerFitMixin, keras.Model):
     """A generator and a discriminator trained adversarially with `fit`.
 

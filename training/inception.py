@@ -32,18 +32,22 @@ import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
+from training.errors import DataError, UserError
+
 FEATURES = "features"
 PROBS = "probs"
 DEFAULT_BATCH_SIZE = 64
 
 INCEPTION_2015_NAME = "inception-2015"
 INCEPTION_2015_URL = (
-    "http://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
+    "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 )
-# No checksum of this archive is published by TensorFlow, and none could be found in the
-# reference code (TTUR, TF-GAN, BSN download it unchecked). Pass `file_hash=` to
-# `TTURInception` (or point KERAS_BSSN_INCEPTION_GRAPH at a vetted copy) to pin one.
+# The download is NOT pinned by default: TensorFlow publishes no checksum of this archive, and
+# the reference code (TTUR, TF-GAN, BSN) downloads it unchecked. HTTPS authenticates the host,
+# not the file. To pin it, give the sha256 of a copy you have vetted as `file_hash=` or in
+# KERAS_BSSN_INCEPTION_SHA256 (or point KERAS_BSSN_INCEPTION_GRAPH at that copy).
 INCEPTION_2015_SHA256: str | None = None
+INCEPTION_HASH_ENV = "KERAS_BSSN_INCEPTION_SHA256"
 INCEPTION_2015_GRAPH_FILE = "classify_image_graph_def.pb"
 INCEPTION_GRAPH_ENV = "KERAS_BSSN_INCEPTION_GRAPH"
 KERAS_INCEPTION_V3_NAME = "keras-inceptionv3"
@@ -123,7 +127,8 @@ class FeatureExtractor:
             seen += len(batch[FEATURES])
             yield batch
         if seen < num_images:
-            raise ValueError(f"The data set has only {seen} images; {num_images} were asked for.")
+            raise DataError(f"The data set has only {seen} images; {num_images} were asked "
+                            "for. Lower --num (or --num-real).")
 
     def iterate_generated(
         self,
@@ -214,7 +219,9 @@ class TTURInception(FeatureExtractor):
 
     The frozen graph `classify_image_graph_def.pb` comes from `inception-2015-12-05.tgz`:
     a local `.tgz` or `.pb` given as `graph_path` or in the environment variable
-    `KERAS_BSSN_INCEPTION_GRAPH`, else downloaded once into the Keras cache.
+    `KERAS_BSSN_INCEPTION_GRAPH`, else downloaded once into the Keras cache over HTTPS. The
+    download is unpinned unless a sha256 is given (`file_hash`, or the environment variable
+    `KERAS_BSSN_INCEPTION_SHA256`): upstream publishes none. See `inception_graph_path`.
 
     Images in [-1, 1] are mapped to [0, 255] and fed, any size, where TTUR feeds them
     (`ExpandDims:0`): the graph's bilinear resize to 299x299 and its scaling to [-1, 1] then
@@ -231,7 +238,8 @@ class TTURInception(FeatureExtractor):
         include_logits_bias: add the classifier's bias to the logits, as the graph's
             `softmax/logits` does (and TF-GAN). The original OpenAI Inception Score code
             leaves it out, which lowers scores a little; pass False to reproduce it.
-        file_hash: sha256 (or md5) the downloaded archive must have.
+        file_hash: the sha256 the graph file must have (the downloaded archive, or the local
+            file); default: `KERAS_BSSN_INCEPTION_SHA256`, else unchecked.
         cache_dir: Keras cache folder for the download (default `~/.keras`).
     """
 
@@ -241,7 +249,7 @@ class TTURInception(FeatureExtractor):
         *,
         batch_size: int = DEFAULT_BATCH_SIZE,
         include_logits_bias: bool = True,
-        file_hash: str | None = INCEPTION_2015_SHA256,
+        file_hash: str | None = None,
         cache_dir: str | None = None,
     ):
         super().__init__(INCEPTION_2015_NAME, has_probs=True, batch_size=batch_size)
@@ -259,25 +267,74 @@ class TTURInception(FeatureExtractor):
         return {FEATURES: features, PROBS: tf.nn.softmax(logits[:, :_IMAGENET_CLASSES])}
 
 
+class ExtractorError(UserError, ValueError):
+    """A feature extractor cannot be found, downloaded or read."""
+
+
 def inception_graph_path(
     graph_path: str | os.PathLike | None = None,
-    file_hash: str | None = INCEPTION_2015_SHA256,
+    file_hash: str | None = None,
     cache_dir: str | None = None,
 ) -> str:
-    """Where the 2015-12-05 Inception graph is: `graph_path`, the environment variable, or
-    the extracted download (fetched with `keras.utils.get_file` on first use)."""
+    """Where the 2015-12-05 Inception graph is: `graph_path`, the environment variable
+    `KERAS_BSSN_INCEPTION_GRAPH`, or the extracted download (fetched over HTTPS with
+    `keras.utils.get_file` on first use, into `cache_dir`/models).
+
+    Pinning: no hash of the archive is published upstream, so nothing is checked unless a
+    sha256 is given, as `file_hash` or in `KERAS_BSSN_INCEPTION_SHA256`. It pins whichever
+    file is used: the download (`keras.utils.get_file(file_hash=...)`, which also
+    re-downloads a cached archive that does not match), or the local `.tgz`/`.pb`.
+
+    Raises:
+        ValueError: the hash is not a sha256, or the file does not have it.
+    """
+    source = "file_hash"
+    if not file_hash and os.environ.get(INCEPTION_HASH_ENV):
+        file_hash, source = os.environ[INCEPTION_HASH_ENV], INCEPTION_HASH_ENV
+    file_hash = (file_hash or INCEPTION_2015_SHA256 or "").strip().lower() or None
+    if file_hash is not None and not _is_sha256(file_hash):
+        raise ExtractorError(f"{source} must be a sha256: 64 hexadecimal digits; got "
+                             f"{file_hash!r}.")
     chosen = graph_path or os.environ.get(INCEPTION_GRAPH_ENV)
     if chosen:
+        if file_hash is not None and os.path.isfile(chosen):
+            actual = hashlib.sha256(pathlib.Path(chosen).read_bytes()).hexdigest()
+            if actual != file_hash:
+                raise ExtractorError(_hash_mismatch(repr(os.fspath(chosen)), actual, file_hash,
+                                                source))
         return os.fspath(chosen)
-    extracted = keras.utils.get_file(
-        fname=os.path.basename(INCEPTION_2015_URL),
-        origin=INCEPTION_2015_URL,
-        file_hash=file_hash,
-        extract=True,
-        cache_subdir="models",
-        cache_dir=cache_dir,
-    )
+    try:
+        extracted = keras.utils.get_file(
+            fname=os.path.basename(INCEPTION_2015_URL),
+            origin=INCEPTION_2015_URL,
+            file_hash=file_hash,
+            hash_algorithm="sha256",
+            extract=True,
+            cache_subdir="models",
+            cache_dir=cache_dir,
+        )
+    except ValueError as error:
+        if file_hash is None or "hash" not in str(error):
+            raise
+        raise ExtractorError(_hash_mismatch(f"The archive downloaded from {INCEPTION_2015_URL}",
+                                        None, file_hash, source)) from error
+    except Exception as error:  # get_file raises a bare Exception when the fetch fails
+        raise ExtractorError(
+            f"The Inception graph could not be downloaded from {INCEPTION_2015_URL} ({error}). "
+            f"Offline, give a copy of inception-2015-12-05.tgz (or its .pb) with --extractor "
+            f"PATH or {INCEPTION_GRAPH_ENV}=PATH, or use a .keras feature model.") from None
     return os.path.join(extracted, INCEPTION_2015_GRAPH_FILE)
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(char in "0123456789abcdef" for char in value)
+
+
+def _hash_mismatch(what: str, actual: str | None, expected: str, source: str) -> str:
+    found = f"has sha256 {actual}, but" if actual else "does not have the sha256"
+    return (f"{what} {found} {source} expects {expected}: it is not the pinned Inception "
+            "graph. Upstream publishes no hash, so check the one you gave, or point "
+            f"{INCEPTION_GRAPH_ENV} at a copy you have vetted.")
 
 
 def read_graph_def(path: str | os.PathLike) -> tf.compat.v1.GraphDef:
@@ -442,16 +499,25 @@ def make_extractor(
             "keras-inceptionv3", a `.keras` model file (see `ModelExtractor`), or a
             `.pb` / `.tgz` copy of the 2015-12-05 Inception graph.
         batch_size: images per forward pass.
+
+    Raises:
+        ExtractorError: the name is unknown, or its file cannot be found, fetched or read.
     """
-    if name_or_path == INCEPTION_2015_NAME:
-        return TTURInception(batch_size=batch_size)
     if name_or_path == KERAS_INCEPTION_V3_NAME:
         return KerasInceptionV3(batch_size=batch_size)
-    if name_or_path.endswith(".keras"):
-        return ModelExtractor.from_file(name_or_path, batch_size=batch_size)
-    if name_or_path.endswith((".pb", ".tgz", ".tar.gz")):
-        return TTURInception(name_or_path, batch_size=batch_size)
-    raise ValueError(
-        f"Unknown extractor {name_or_path!r}: use {INCEPTION_2015_NAME!r}, "
-        f"{KERAS_INCEPTION_V3_NAME!r}, a .keras model or a .pb/.tgz Inception graph."
-    )
+    is_file = name_or_path.endswith((".keras", ".pb", ".tgz", ".tar.gz"))
+    if not is_file and name_or_path != INCEPTION_2015_NAME:
+        raise ExtractorError(
+            f"Unknown extractor {name_or_path!r}: use {INCEPTION_2015_NAME!r}, "
+            f"{KERAS_INCEPTION_V3_NAME!r}, a .keras model or a .pb/.tgz Inception graph.")
+    if is_file and not os.path.isfile(name_or_path):
+        raise ExtractorError(f"--extractor {name_or_path}: no such file.")
+    try:
+        if name_or_path.endswith(".keras"):
+            return ModelExtractor.from_file(name_or_path, batch_size=batch_size)
+        return TTURInception(name_or_path if is_file else None, batch_size=batch_size)
+    except ExtractorError:
+        raise
+    except (OSError, ValueError, tarfile.TarError, DecodeError) as error:
+        raise ExtractorError(f"--extractor {name_or_path} cannot be read as a feature "
+                             f"extractor ({error}).") from None

@@ -18,11 +18,12 @@ Features come from an extractor in `training.inception`; these functions do not 
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 
 import numpy as np
 import scipy.special
+
+from training.images import atomic_writer
 
 # `inception_score` accepts rows of `probs` summing to 1 within this (float32 softmax outputs).
 _PROBABILITY_SUM_TOLERANCE = 1e-3
@@ -226,16 +227,8 @@ def save_statistics(
     arrays = {"mu": mu, "sigma": sigma}
     if features is not None:
         arrays["features"] = np.asarray(features, np.float32)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, suffix=".npz.tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **arrays)
-        os.replace(temporary, path)
-    except BaseException:
-        os.remove(temporary)
-        raise
+    with atomic_writer(path) as file:
+        np.savez(file, **arrays)
 
 
 def load_statistics(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

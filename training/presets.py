@@ -22,6 +22,8 @@ import json
 import math
 from typing import Any
 
+from training.errors import UserError
+
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -148,7 +150,7 @@ class TrainConfig:
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"Unknown config keys {unknown}; known keys: {sorted(known)}.")
+            raise ConfigError(f"Unknown config keys {unknown}; known keys: {sorted(known)}.")
         return cls(**{**LEGACY_VALUES, **values})
 
 
@@ -157,7 +159,7 @@ RESUMABLE_CHANGES = ("steps", "data_dir", "log_every", "sample_every", "checkpoi
                      "keep_checkpoints", "fid_every", "fid_samples", "fid_real_samples",
                      "is_samples", "extractor", "export_name", "strategy")
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A setting is invalid; the message names its flag, the value and what it takes."""
 
 
@@ -198,7 +200,7 @@ def semantics(name: str, arch: str = "cnn") -> dict[str, Any]:
     0.99
     """
     if name not in SEMANTICS_NAMES:
-        raise ValueError(f"Unknown semantics {name!r}; choose one of "
+        raise ConfigError(f"Unknown semantics {name!r}; choose one of "
                          f"{', '.join(SEMANTICS_NAMES)}.")
     if name == "keras":
         return {"differentiable_power_iteration": False, "vector_updates": "in_call",
@@ -271,6 +273,6 @@ def preset(name: str) -> TrainConfig:
     1.2
     """
     if name not in PRESETS:
-        raise ValueError(f"Unknown preset {name!r}. Presets: {', '.join(sorted(PRESETS))}.")
+        raise ConfigError(f"Unknown preset {name!r}. Presets: {', '.join(sorted(PRESETS))}.")
     values = PRESETS[name]
     return TrainConfig(**{**semantics("official", values["arch"]), **values})

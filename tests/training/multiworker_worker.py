@@ -5,9 +5,10 @@ discriminator, a custom `compile(d_optimizer, g_optimizer)`, a `train_step` with
 `tf.GradientTape`s, hinge losses divided by the global batch, per-replica latents, and
 `keras.metrics.Mean` trackers returned with an extra scalar.
 
-Run as a script with TF_CONFIG set, it is one worker of a `MultiWorkerMirroredStrategy`
-cluster: it trains the stand-in, and a classifier fit on (x, y) batches, with `fit` and saves
-their final weights and last logs (`--output`, .npz). With `--expect-upstream-failures` it instead runs Keras's own `fit`
+Run with TF_CONFIG set (`python -m tests.training.multiworker_worker` from the repository
+root), it is one worker of a `MultiWorkerMirroredStrategy` cluster: it trains the stand-in,
+and a classifier fit on (x, y) batches, with `fit` and saves their final weights and last
+logs (`--output`, .npz). With `--expect-upstream-failures` it instead runs Keras's own `fit`
 without `MultiWorkerFitMixin` and prints how it fails, as one JSON line after FAILURES_TAG.
 """
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from training import analyze
+from training.experiments import gradients, init_variance, sweep, training_runs
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -37,8 +38,8 @@ def test_init_variance_compares_normalizations_with_the_initializations(tmp_path
     assert analyze.main(["init-variance", "--image-size", "8", "--power-iterations", "50",
                          "--scale", "1.2", "--out", str(tmp_path)]) == 0
     columns, rows = _read(tmp_path / "init-variance.csv")
-    assert tuple(columns) == analyze.INIT_COLUMNS
-    assert len(rows) == len(analyze.INIT_SETTINGS) * len(LAYERS)
+    assert tuple(columns) == init_variance.COLUMNS
+    assert len(rows) == len(init_variance.SETTINGS) * len(LAYERS)
     _assert_png(tmp_path / "init-variance.png")
 
     def ratio(setting, layer, column="var_over_lecun"):
@@ -61,7 +62,7 @@ def test_gradients_records_every_layer_from_initialization_on(images_npz, tmp_pa
                          "--norms", "none", "strict", "--steps", "1", "--seeds", "0",
                          "--warm-up", "2", "--out", str(tmp_path)]) == 0
     columns, rows = _read(tmp_path / "gradients.csv")
-    assert tuple(columns) == analyze.GRADIENT_COLUMNS
+    assert tuple(columns) == gradients.COLUMNS
     keys = [(row["norm"], row["step"], row["layer"]) for row in rows]
     assert keys == [(norm, step, layer) for norm in ("none", "strict") for step in ("0", "1")
                     for layer in LAYERS]
@@ -76,7 +77,7 @@ def test_gradients_records_every_layer_from_initialization_on(images_npz, tmp_pa
 @pytest.mark.filterwarnings("ignore:KID subset_size")
 def test_sweep_gathers_runs_in_one_csv_and_skips_finished_ones(images_npz, tmp_path,
                                                                 monkeypatch):
-    def sweep(*scales):
+    def run_sweep(*scales):
         return analyze.main(["sweep", "--dataset", "npz", "--data-dir", str(images_npz),
                              "--image-size", "8", "--batch-size", "4", "--norms", "sn",
                              "--scales", *scales, "--seeds", "0", "--steps", "2",
@@ -84,17 +85,17 @@ def test_sweep_gathers_runs_in_one_csv_and_skips_finished_ones(images_npz, tmp_p
                              "--pixel-size", "4", "--extractor", "pixels",
                              "--out", str(tmp_path)])
 
-    assert sweep("1.0") == 0
+    assert run_sweep("1.0") == 0
     trained = []
-    real_train = analyze.train
-    monkeypatch.setattr(analyze, "train",
+    real_train = training_runs.train
+    monkeypatch.setattr(training_runs, "train",
                         lambda config, run_dir, **kwargs: trained.append(run_dir.name)
                         or real_train(config, run_dir, **kwargs))
-    assert sweep("1.0", "1.5") == 0
+    assert run_sweep("1.0", "1.5") == 0
     assert trained == ["sn-c1.5-s0"]  # the finished run is not trained again
 
     columns, rows = _read(tmp_path / "sweep.csv")
-    assert tuple(columns) == analyze.SWEEP_COLUMNS
+    assert tuple(columns) == sweep.COLUMNS
     assert [(row["norm"], float(row["scale"]), row["step"], row["status"]) for row in rows] == [
         ("sn", 1.0, "2", "finished"), ("sn", 1.5, "2", "finished")]
     assert all(np.isfinite(float(row["kid"])) and "pixels" in row["extractor"] for row in rows)

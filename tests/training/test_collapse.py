@@ -6,9 +6,10 @@ import keras
 import numpy as np
 import pytest
 
-from training import collapse
 from training.callbacks import SampleDiversityMonitor
 from training.callbacks.diversity import mean_pairwise_distance
+from training.experiments import collapse
+from training.presets import ConfigError
 
 
 def test_mean_pairwise_distance_matches_a_direct_loop():
@@ -78,8 +79,9 @@ def test_cells_parse_semantics_and_overrides():
     assert config.differentiable_power_iteration and config.bn_momentum == 0.9
     assert config.vector_updates == "in_call"  # the rest of the keras semantics
     assert cell.name == "bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9"
-    for bad in ("bssn:1.2", "bssn:1.2:pytorch", "bssn:1.2:official+colour=red"):
-        with pytest.raises(ValueError):
+    for bad in ("bssn:1.2", "bssn:1.2:pytorch", "bssn:1.2:official+colour=red",
+                "bssn:x:official"):
+        with pytest.raises(ConfigError):
             collapse.Cell.parse(bad)
 
 

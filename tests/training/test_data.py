@@ -4,7 +4,10 @@ import io
 import os
 import re
 import shutil
+import subprocess
+import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from training import data
+from training.data import archives, pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -115,7 +119,7 @@ def test_second_load_reuses_extracted_archive(cifar_folder, monkeypatch):
     def extract_again(*args):
         raise AssertionError("extracted the archive again")
 
-    monkeypatch.setattr(data, "_extract_archive", extract_again)
+    monkeypatch.setattr(archives, "_extract_archive", extract_again)
     images = take(data.load_images("folder", str(CIFAR_ARCHIVE), split="test"), 2)
     assert images.shape == (2, 32, 32, 3)
     assert [entry.name for entry in cifar_folder.parent.glob("cifar10-jpeg-*")] == [
@@ -142,7 +146,7 @@ def test_interrupted_extraction_does_not_poison_cache(cleanup_runs, tmp_path, mo
     with monkeypatch.context() as patch:
         patch.setattr(shutil, "copyfileobj", copy_three_then_fail)
         if not cleanup_runs:  # A killed process runs no cleanup code.
-            patch.setattr(data.shutil, "rmtree", lambda *args, **kwargs: None)
+            patch.setattr(archives.shutil, "rmtree", lambda *args, **kwargs: None)
         with pytest.raises(_Interrupted):
             data.load_images("folder", str(CELEBA_ARCHIVE))
 
@@ -151,6 +155,37 @@ def test_interrupted_extraction_does_not_poison_cache(cleanup_runs, tmp_path, mo
     images = take(data.load_images("folder", str(CELEBA_ARCHIVE)), 100)
     assert images.shape == (32, 178, 178, 3)
     assert len(sorted((tmp_path / "datasets").iterdir())) == len(leftovers) + 1
+
+
+def test_extraction_removes_stale_staging_folders(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_BSSN_CACHE", str(tmp_path / "cache"))
+    cache = tmp_path / "cache" / "datasets"
+    finished = subprocess.Popen([sys.executable, "-c", ""])
+    finished.wait()
+    here = archives._pid_space()
+
+    def staging(tag: str, age_seconds: float = 0) -> Path:
+        folder = cache / f"faces-0123456789ab.partial-{tag}"
+        save_png(folder / "half" / "0.png", solid(0))
+        then = time.time() - age_seconds
+        for path in (folder / "half" / "0.png", folder / "half", folder):
+            os.utime(path, (then, then))
+        return folder
+
+    killed = staging(f"{here}-{finished.pid}-killed00")  # kill -9 of a process on this host
+    running = staging(f"{here}-{os.getpid()}-running0")
+    # Unchecked owners (another host's process, an older version's folder): by age.
+    abandoned = staging(f"{'0' * 8}-1-abandon0", age_seconds=2 * 3600)
+    elsewhere = staging(f"{'0' * 8}-1-elsewher")
+    old_style = staging("oldstyle", age_seconds=2 * 3600)
+    archive = tar_gz(image_folder(tmp_path / "source", bad=False), tmp_path / "faces.tgz")
+
+    assert take(data.load_images("folder", str(archive)), 100).shape == (5, 32, 32, 3)
+    assert not killed.exists() and not abandoned.exists() and not old_style.exists()
+    assert running.is_dir() and elsewhere.is_dir()
+    (entry,) = set(cache.iterdir()) - {running, elsewhere}
+    assert re.fullmatch("faces-[0-9a-f]{12}", entry.name)
+    assert len(list(entry.rglob("*.*"))) == 5
 
 
 def test_changed_archive_gets_new_cache_entry(tmp_path, monkeypatch):
@@ -441,7 +476,7 @@ def test_train_dataset_reseeds_a_resume_it_cannot_skip_to(numbered_npz):
 )
 def test_train_dataset_caches_decoded_images(cache, limit, decodes_once, tmp_path, monkeypatch):
     if limit is not None:
-        monkeypatch.setattr(data, "MEMORY_CACHE_LIMIT_BYTES", limit)
+        monkeypatch.setattr(pipeline, "MEMORY_CACHE_LIMIT_BYTES", limit)
     files = [save_png(tmp_path / f"{value}.png", solid(value)) for value in range(8)]
     dataset = data.make_train_dataset(
         "folder", str(tmp_path), batch_size=4, seed=0, shuffle_buffer=8, cache=cache
@@ -455,7 +490,9 @@ def test_train_dataset_caches_decoded_images(cache, limit, decodes_once, tmp_pat
         for _ in range(6):
             next(iterator)
     else:
-        with pytest.raises(tf.errors.InvalidArgumentError, match=r"Could not read .*\d\.png"):
+        # Every file skipped as unreadable: the pass ends with an error naming the folder.
+        message = f"None of the 8 image files in {re.escape(str(tmp_path))} could be read"
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
             for _ in range(6):
                 next(iterator)
 
@@ -485,22 +522,80 @@ def test_folder_without_images_is_refused(tmp_path):
             data.load_images("folder", str(tmp_path))
 
 
-def test_corrupt_first_image_is_named_up_front(tmp_path):
-    (tmp_path / "broken.jpg").write_bytes(b"<html>Not Found</html>")
-    with pytest.raises(ValueError, match="broken.jpg"):
-        data.load_images("folder", str(tmp_path))
+BAD_IMAGES = ["empty.jpg", "bad/garbage.jpg", "bad/truncated.jpg"]
 
 
-@pytest.mark.parametrize("num_good", [0, 5])
-def test_corrupt_image_is_named_when_decoded(num_good, tmp_path):
-    for value in range(num_good):
-        save_png(tmp_path / f"good{value}.png", solid(value))
-    good_png = save_png(tmp_path / "cut.png", solid(99)).read_bytes()
-    (tmp_path / "cut.png").write_bytes(good_png[: len(good_png) // 2])
-    dataset = data.load_images("folder", str(tmp_path), image_size=8)
-    message = r"Could not read or decode image file .*cut\.png"
-    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        take(dataset, 100)
+def image_folder(folder: Path, good: bool = True, bad: bool = True) -> Path:
+    """Five readable 32x32 images (PNG and JPEG) and the three unreadable `BAD_IMAGES`."""
+    rng = np.random.default_rng(6)
+    photos = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(5)]
+    if good:
+        for number, photo in enumerate(photos[:4]):
+            save_png(folder / "good" / f"{number}.png", photo)
+        Image.fromarray(photos[4]).save(folder / "photo.jpg", quality=95)
+    if bad:
+        (folder / "bad").mkdir(parents=True)
+        (folder / "empty.jpg").write_bytes(b"")  # A copy cut short before its first byte.
+        (folder / "bad" / "garbage.jpg").write_bytes(rng.bytes(2000))
+        jpeg = io.BytesIO()
+        Image.fromarray(photos[4]).save(jpeg, format="JPEG", quality=95)
+        (folder / "bad" / "truncated.jpg").write_bytes(jpeg.getvalue()[:-500])
+    return folder
+
+
+def tar_gz(folder: Path, archive: Path) -> Path:
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="pets")
+    return archive
+
+
+def assert_warned_of_bad_images(stderr: str, data_dir: Path, prefix: str = "") -> None:
+    for name in BAD_IMAGES:
+        assert f"warning: skipped unreadable image in {data_dir}: {prefix}{name} (" in stderr
+    summary = f"warning: skipped 3 unreadable image(s) of 8 in {data_dir}; using the other 5."
+    assert summary in stderr
+
+
+def test_unreadable_images_are_skipped_with_a_warning(tmp_path, capfd):
+    folder = image_folder(tmp_path / "mixed")
+    readable = as_uint8(take(data.load_images("folder", str(folder)), 100))
+    assert_warned_of_bad_images(capfd.readouterr().err, folder)
+    # The readable images, decoded and ordered as if the bad files had never been there.
+    expected = take(data.load_images("folder", str(image_folder(tmp_path / "good", bad=False))),
+                    100)
+    np.testing.assert_array_equal(readable, as_uint8(expected))
+    assert "warning:" not in capfd.readouterr().err
+
+
+def test_unreadable_images_in_an_archive_are_named_as_inside_it(tmp_path, capfd):
+    archive = tar_gz(image_folder(tmp_path / "mixed"), tmp_path / "pets.tar.gz")
+    assert take(data.load_images("folder", str(archive)), 100).shape == (5, 32, 32, 3)
+    assert_warned_of_bad_images(capfd.readouterr().err, archive, prefix="pets/")
+
+
+def test_training_skips_unreadable_images_and_resumes_exactly(tmp_path, capfd):
+    def batches(folder, start_batch=0):
+        dataset = data.make_train_dataset("folder", str(folder), batch_size=3, seed=0,
+                                          shuffle_buffer=8, start_batch=start_batch)
+        return take(dataset, 6 - start_batch)
+
+    mixed = image_folder(tmp_path / "mixed")
+    uninterrupted = batches(mixed)  # 18 images: into the fourth pass through the five.
+    assert_warned_of_bad_images(capfd.readouterr().err, mixed)
+    np.testing.assert_array_equal(uninterrupted,
+                                  batches(image_folder(tmp_path / "good", bad=False)))
+    np.testing.assert_array_equal(batches(mixed, start_batch=4), uninterrupted[4:])
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["folder", "archive"])
+def test_data_without_a_readable_image_is_refused_up_front(packed, tmp_path):
+    data_dir = image_folder(tmp_path / "bad", good=False)
+    if packed:
+        data_dir = tar_gz(data_dir, tmp_path / "bad.tar.gz")
+    message = (f"None of the 3 image files in {re.escape(str(data_dir))} can be read as an "
+               r"image \(empty, truncated .*\): .*garbage\.jpg.*download or extract")
+    with pytest.raises(ValueError, match=message):
+        data.load_images("folder", str(data_dir))
 
 
 def test_wrong_file_kind_points_to_other_loader(tmp_path):

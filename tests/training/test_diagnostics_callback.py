@@ -6,7 +6,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_bssn import SpectralNormalization, StrictSpectralNormalization
+from keras_bssn import (
+    BidirectionalSpectralNormalization,
+    SpectralNormalization,
+    StrictSpectralNormalization,
+)
 from training.callbacks import DiagnosticsCallback
 from training.gan import GAN
 
@@ -47,6 +51,9 @@ def _fit(gan, callback, csv_path, steps_per_epoch=2, epochs=2):
 EXPECTED_KEYS = [
     "diag/weight_grad/strict_conv", "diag/weight_grad/plain_conv", "diag/weight_grad/logits",
     "diag/sigma/strict_conv", "diag/sigma/logits",
+    "diag/sigma_exact/strict_conv_view1", "diag/sigma_exact/strict_conv_view2",
+    "diag/sigma_exact/plain_conv_view1", "diag/sigma_exact/plain_conv_view2",
+    "diag/sigma_exact/logits",
     "diag/weight_std/strict_conv", "diag/weight_std/plain_conv", "diag/weight_std/logits",
     "diag/var_over_lecun/strict_conv", "diag/var_over_lecun/plain_conv",
     "diag/var_over_lecun/logits",
@@ -110,3 +117,87 @@ def test_gradient_norms_match_an_independent_computation_and_nothing_changes(tmp
                                float(tf.reduce_max(input_norms[:8])), rtol=1e-4)
     np.testing.assert_allclose(values["diag/input_grad_fake_mean"],
                                float(tf.reduce_mean(input_norms[8:])), rtol=1e-4)
+
+
+def _generator() -> keras.Model:
+    latents = keras.Input((LATENT_DIM,))
+    images = keras.layers.Reshape((8, 8, 3))(keras.layers.Dense(8 * 8 * 3, activation="tanh")(
+        latents))
+    return keras.Model(latents, images)
+
+
+def _first_class_ids(images):
+    return keras.ops.zeros(keras.ops.shape(images)[:1], "int32")
+
+
+def _discriminator_of_every_kernel_kind() -> keras.Model:
+    """Depthwise convolutions, EinsumDense with 3-axis kernels and an Embedding, wrapped or not."""
+    images = keras.Input((8, 8, 3))
+    x = BidirectionalSpectralNormalization(
+        keras.layers.DepthwiseConv2D(3, depth_multiplier=2), name="depthwise")(images)
+    x = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="plain_depthwise")(
+        keras.layers.LeakyReLU(0.1)(x))
+    x = keras.layers.Flatten()(keras.layers.LeakyReLU(0.1)(x))  # 4 * 4 * 12 = 192 features
+    features = keras.layers.EinsumDense("ab,bcd->acd", output_shape=(2, 3),
+                                        name="plain_einsum")(x)
+    logits = SpectralNormalization(keras.layers.EinsumDense("abc,bcd->ad", output_shape=(1,)),
+                                   name="einsum_logits")(features)
+    # A projection head (a class embedding dotted with the features), for class 0.
+    class_ids = keras.layers.Lambda(_first_class_ids)(images)
+    embedded = keras.layers.Embedding(3, 6, name="embedding")(class_ids)
+    projection = keras.layers.Dot(axes=1)([embedded, keras.layers.Flatten()(features)])
+    return keras.Model(images, keras.layers.Add()([logits, projection]))
+
+
+def _top_singular_value(matrix: np.ndarray) -> float:
+    return float(np.linalg.svd(np.asarray(matrix, np.float64), compute_uv=False)[0])
+
+
+def test_sigmas_and_variances_follow_each_kernel_kinds_layout():
+    discriminator = _discriminator_of_every_kernel_kind()
+    # Converge the power iteration, so the stored estimates are the true sigmas.
+    for _ in range(300):
+        discriminator(_images(2), training=True)
+    gan = GAN(_generator(), discriminator, seed=1)
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+    callback = DiagnosticsCallback(1, _images(), num_images=4)
+    callback.set_model(gan)
+
+    values = callback.evaluate()
+
+    depthwise = np.array(discriminator.get_layer("depthwise").layer.kernel)  # (3, 3, 3, 2)
+    plain_depthwise = np.array(discriminator.get_layer("plain_depthwise").kernel)  # (3,3,6,2)
+    plain_einsum = np.array(discriminator.get_layer("plain_einsum").kernel)  # (192, 2, 3)
+    einsum_logits = np.array(discriminator.get_layer("einsum_logits").layer.kernel)  # (2,3,1)
+    embedding = np.array(discriminator.get_layer("embedding").embeddings)  # (3, 6)
+    # The matrix views, written out: a depthwise kernel is (*spatial, in, multiplier), view 2
+    # swapping in and multiplier; an EinsumDense kernel's rows are its contracted axes.
+    expected = {
+        "depthwise_view1": depthwise.reshape(27, 2),
+        "depthwise_view2": depthwise.transpose(0, 1, 3, 2).reshape(18, 3),
+        "plain_depthwise_view1": plain_depthwise.reshape(54, 2),
+        "plain_depthwise_view2": plain_depthwise.transpose(0, 1, 3, 2).reshape(18, 6),
+        "plain_einsum": plain_einsum.reshape(192, 6),
+        "einsum_logits": einsum_logits.reshape(6, 1),
+        "embedding": embedding,
+    }
+    for name, view in expected.items():
+        np.testing.assert_allclose(values[f"diag/sigma_exact/{name}"], _top_singular_value(view),
+                                   rtol=1e-6, err_msg=name)
+    # What the wrappers divide by: converged, the estimates are those same sigmas.
+    for name in ("depthwise_view1", "depthwise_view2", "einsum_logits"):
+        np.testing.assert_allclose(values[f"diag/sigma/{name}"],
+                                   values[f"diag/sigma_exact/{name}"], rtol=1e-3, err_msg=name)
+    # fan_in is view 1's rows: 192 for the EinsumDense (not 192 * 2), the vocabulary for the
+    # Embedding; the wrapped layers' variance is that of scale * W / sigma.
+    np.testing.assert_allclose(values["diag/var_over_lecun/plain_einsum"],
+                               np.var(plain_einsum) * 192, rtol=1e-5)
+    np.testing.assert_allclose(values["diag/var_over_lecun/embedding"],
+                               np.var(embedding) * 3, rtol=1e-5)
+    bsn_kernel = depthwise / np.mean([values["diag/sigma/depthwise_view1"],
+                                      values["diag/sigma/depthwise_view2"]])
+    np.testing.assert_allclose(values["diag/weight_std/depthwise"], np.std(bsn_kernel),
+                               rtol=1e-4)
+    for name in ("depthwise", "plain_depthwise", "plain_einsum", "einsum_logits", "embedding"):
+        assert np.isfinite(values[f"diag/weight_grad/{name}"]) and (
+            values[f"diag/weight_grad/{name}"] > 0), name

@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import keras_bssn
 from training.export import (
     EXPORT_METADATA_FILE,
     ExportError,
@@ -159,8 +160,19 @@ def test_metadata_asset_holds_caller_and_derived_fields(exported):
     assert metadata.items() >= METADATA.items()
     assert metadata["latent_dim"] == LATENT_DIM
     assert metadata["image_shape"] == list(IMAGE_SHAPE)
-    assert metadata["keras_bssn_version"] == importlib.metadata.version("keras-bssn")
+    assert metadata["keras_bssn_version"] == keras_bssn.__version__
     assert datetime.datetime.fromisoformat(metadata["created"]).tzinfo is not None
+
+
+def test_the_version_is_known_in_a_source_checkout(tmp_path, monkeypatch):
+    # Run from a checkout, keras_bssn has no installed distribution metadata (or stale
+    # metadata of an older install): the version comes from the imported package.
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    path = export_generator(_make_generator(), tmp_path / "toy", METADATA)
+    assert read_export_metadata(path)["keras_bssn_version"] == keras_bssn.__version__
 
 
 def test_metadata_contradicting_the_model_is_rejected_before_writing(tmp_path):

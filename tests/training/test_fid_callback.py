@@ -17,7 +17,7 @@ from tests.training.fid_testing import (
 )
 from training import metrics
 from training.callbacks import FIDCallback
-from training.callbacks.fid import (
+from training.evaluation import (
     RealStatistics,
     evaluate_generator,
     real_statistics_cache_path,

@@ -8,7 +8,7 @@ import pytest
 
 from tests.training.fid_testing import LATENT_DIM, tiny_feature_model, tiny_generator
 from training import evaluate, fid_stats, metrics
-from training.callbacks.fid import RealStatistics, evaluate_generator
+from training.evaluation import RealStatistics, evaluate_generator
 from training.data import load_images
 from training.export import export_generator
 from training.inception import FEATURES, ModelExtractor

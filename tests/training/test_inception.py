@@ -1,6 +1,8 @@
 """Feature extractors: the 2015 Inception graph loader (on a tiny look-alike), Keras models."""
 
+import hashlib
 import io
+import re
 import tarfile
 
 import keras
@@ -136,6 +138,51 @@ def test_graph_loads_from_the_tgz_the_environment_and_the_download_cache(
     for extractor in (from_tgz, from_environment, from_cache):
         np.testing.assert_allclose(extractor(images)[FEATURES], expected, rtol=1e-6)
     assert (tmp_path / "models" / "inception-2015-12-05_extracted").is_dir()
+
+
+def _sha256(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_the_download_is_over_https_and_unpinned_unless_a_hash_is_given():
+    assert inception.INCEPTION_2015_URL == (
+        "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz")
+    assert inception.INCEPTION_2015_SHA256 is None  # upstream publishes none
+
+
+def test_a_pinned_sha256_is_checked_on_a_local_graph(graph_files, monkeypatch):
+    _, tgz_path = graph_files
+    wrong = "0" * 64
+    with pytest.raises(ValueError, match=rf"{re.escape(repr(str(tgz_path)))} has sha256 "
+                                         rf"{_sha256(tgz_path)}, but file_hash expects {wrong}"):
+        inception.TTURInception(tgz_path, file_hash=wrong)
+
+    monkeypatch.setenv(inception.INCEPTION_GRAPH_ENV, str(tgz_path))
+    monkeypatch.setenv(inception.INCEPTION_HASH_ENV, wrong)
+    with pytest.raises(ValueError, match=f"but KERAS_BSSN_INCEPTION_SHA256 expects {wrong}.*"
+                                         "point KERAS_BSSN_INCEPTION_GRAPH at a copy"):
+        inception.make_extractor("inception-2015")
+    monkeypatch.setenv(inception.INCEPTION_HASH_ENV, _sha256(tgz_path).upper())
+    assert inception.inception_graph_path() == str(tgz_path)
+    with pytest.raises(ValueError, match="file_hash must be a sha256: 64 hexadecimal digits"):
+        inception.inception_graph_path(tgz_path, file_hash="d41d8cd98f00b204e9800998ecf8427e")
+
+
+def test_a_pinned_sha256_is_checked_on_the_download(graph_files, tmp_path, monkeypatch):
+    _, tgz_path = graph_files
+    # A file:// origin takes the same `keras.utils.get_file` path as the real download, offline.
+    monkeypatch.setattr(inception, "INCEPTION_2015_URL", tgz_path.as_uri())
+    wrong = "f" * 64
+    monkeypatch.setenv(inception.INCEPTION_HASH_ENV, wrong)
+    with pytest.raises(ValueError, match=rf"archive downloaded from file://\S+ does not have the "
+                                         rf"sha256 KERAS_BSSN_INCEPTION_SHA256 expects {wrong}"):
+        inception.inception_graph_path(cache_dir=str(tmp_path / "wrong"))
+
+    # The argument overrides the environment; the matching archive is extracted and used.
+    path = inception.inception_graph_path(file_hash=_sha256(tgz_path),
+                                          cache_dir=str(tmp_path / "right"))
+    assert path.endswith("classify_image_graph_def.pb")
+    assert inception.read_graph_def(path) == GRAPH_DEF
 
 
 def test_graph_loader_explains_wrong_files(tmp_path):

@@ -168,6 +168,14 @@ def test_failed_save_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkey
     assert os.listdir(tmp_path) == ["stats.npz"]
 
 
+def test_a_statistics_file_gets_the_usual_permissions_not_0600(tmp_path):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = tmp_path / "stats.npz"
+    metrics.save_statistics(path, np.zeros(2), np.eye(2))
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 @pytest.mark.parametrize("classes", [1, 4, 10])
 def test_inception_score_of_equally_likely_one_hot_classes_is_the_class_count(classes):
     probs = np.tile(np.eye(classes), (6, 1))  # each split sees every class equally often

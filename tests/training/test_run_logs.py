@@ -60,3 +60,42 @@ def test_progress_line_shows_step_speed_eta_and_the_key_scalars():
     assert "d_loss 1.23 g_loss 0.5 D(real) 0.8 D(fake) -0.6 diversity 0.71" in line
     assert "sigma" not in line and line.endswith("\n")
     assert format_duration(3725) == "1:02:05"
+
+
+def test_metrics_csv_keeps_the_running_means_of_an_interval_cut_short(tmp_path):
+    path = tmp_path / "metrics.csv"
+    run = _Run()
+    logger = MetricsCSVLogger(path)
+    logger.set_model(run.at(100))
+    logger.on_epoch_end(0, {"d_loss": 1.5})
+    logger.write_partial_row()  # nothing new since the row of step 100
+    logger.on_train_batch_end(36, {"d_loss": 0.75})
+    logger.set_model(run.at(137))
+    logger.write_partial_row()
+    assert [(row["step"], row["d_loss"]) for row in _rows(path)] == [("100", "1.5"),
+                                                                      ("137", "0.75")]
+
+
+class _Sampler(_Run):
+    """Stands in for a GAN with a sampling generator that counts its calls."""
+
+    latent_dim = 4
+
+    def __init__(self):
+        super().__init__()
+        self.sampling_generator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(12),
+                                                    keras.layers.Reshape((2, 2, 3))])
+
+
+def test_sample_grids_come_early_and_then_at_the_interval(tmp_path):
+    from training.callbacks import SampleGridCallback
+
+    model = _Sampler()
+    grids = SampleGridCallback(tmp_path, every_n_steps=1000, num_images=4)
+    grids.set_model(model.at(0))
+    grids.on_train_begin()
+    for step in range(1, 2001):
+        model.at(step)
+        grids.on_train_batch_end(step - 1)
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == [
+        f"step_{step:07d}.png" for step in (0, 100, 250, 500, 1000, 2000)]

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import losses, train
+from training import cli, losses, train
+from training.runs import RunFolderLock
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_train_writes_the_run_folder_and_resumes(images_npz, tmp_path):
                    "sigma/conv1_view1", "sigma/conv1_view2"):
         assert np.isfinite(float(rows[-1][column])), column
     assert sorted(p.name for p in (out / "samples").glob("*.png")) == [
-        "step_0000002.png", "step_0000004.png"]
+        "step_0000000.png", "step_0000002.png", "step_0000004.png"]  # step 0: untrained
     assert (out / "checkpoints" / "checkpoint").exists()
     assert list((out / "logs").glob("events.out.tfevents.*"))
     assert (saved / "run" / "saved_model.pb").exists()
@@ -94,13 +95,26 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(images_npz, tmp_path):
         np.testing.assert_array_equal(actual[name], value, err_msg=name)
 
 
-def test_changed_config_is_refused_unless_forced(images_npz, tmp_path):
+def test_changed_config_is_refused_unless_forced(images_npz, tmp_path, capsys):
     out = tmp_path / "run"
     assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
-    with pytest.raises(SystemExit, match="scale: 1.2 -> 1.6"):
-        train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6"))
+    assert train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6")) == 2
+    assert "scale: 1.2 -> 1.6" in capsys.readouterr().err
     assert train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6",
                             "--force")) == 0
+
+
+def test_a_forced_change_the_checkpoints_cannot_take_leaves_the_run_as_it_was(
+        images_npz, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+    config = (out / "config.json").read_text()
+    # Another latent size: the generator's first kernel no longer fits the checkpoints.
+    assert train.main(_args(images_npz, out, 4, "--no-export", "--force",
+                            "--latent-dim", "16")) == cli.EXIT_USER_ERROR
+    assert "none of the checkpoints" in capsys.readouterr().err
+    assert (out / "config.json").read_text() == config
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0  # the original command
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, tmp_path,
@@ -113,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, tm
     monkeypatch.setattr(losses, "discriminator_loss",
                         lambda *args: tuple(term * float("nan") for term in hinge(*args)))
     code = train.main(_args(images_npz, out, 6, "--no-export"))
-    assert code == train.EXIT_NON_FINITE
+    assert code == cli.EXIT_NON_FINITE
     assert "The last good checkpoint is" in capsys.readouterr().err
     checkpoints = sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.index"))
     assert checkpoints == ["ckpt-2.index"]
@@ -141,6 +155,47 @@ def test_killed_run_resumes_from_its_last_checkpoint(images_npz, tmp_path):
     assert "Resuming" in resumed.stdout
 
 
+def _newest_checkpoint_step(run_dir: Path) -> int:
+    return max((int(path.stem.split("-")[1])
+                for path in (run_dir / "checkpoints").glob("ckpt-*.index")), default=0)
+
+
+def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(images_npz,
+                                                                            tmp_path):
+    steps = 120
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert train.main(_args(images_npz, straight, steps, "--no-export")) == 0
+    command = [sys.executable, "-m", "training.train",
+               *_args(images_npz, killed, steps, "--no-export")]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    rng = np.random.default_rng(0)
+    kills = 0
+    while kills < 5:
+        before = _newest_checkpoint_step(killed)
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        # Kill once training has saved something new, at a random moment (mid-save included).
+        while (time.time() < deadline and process.poll() is None
+               and _newest_checkpoint_step(killed) <= before):
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 0.4))
+        if process.poll() is not None:
+            break  # it reached the end before the kill
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        kills += 1
+    assert kills == 5, "training finished before the fifth kill: give it more steps"
+    assert subprocess.run(command, cwd=REPO, env=env, capture_output=True,
+                          timeout=300).returncode == 0
+
+    expected, actual = _checkpoint_values(straight), _checkpoint_values(killed)
+    assert expected.keys() == actual.keys()
+    for name, value in expected.items():
+        np.testing.assert_array_equal(actual[name], value, err_msg=name)
+    assert not list((killed / "checkpoints").glob("*_temp*"))
+
+
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -155,7 +210,8 @@ def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signa
     # A shell without job control starts its background children with SIGINT ignored.
     process = subprocess.Popen(
         [sys.executable, "-m", "training.train", *_args(images_npz, out, 10_000, "--no-export",
-                                                        "--checkpoint-every", "1000")],
+                                                        "--checkpoint-every", "1000",
+                                                        "--log-every", "1000")],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=_ignore_sigint if inherit_ignored_sigint else None)
     deadline = time.time() + 240
@@ -165,7 +221,12 @@ def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signa
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == exit_code, stderr[-3000:]
     assert "Run the same command to resume" in stderr and "Traceback" not in stderr
-    assert list((out / "checkpoints").glob("ckpt-*.index"))
+    [checkpoint] = (out / "checkpoints").glob("ckpt-*.index")
+    # The interval was cut short before its log row: its running means are written anyway.
+    with open(out / "metrics.csv") as file:
+        [row] = list(csv.DictReader(file))
+    assert int(row["step"]) == int(checkpoint.stem.split("-")[1]) >= 4
+    assert np.isfinite(float(row["d_loss"]))
 
 
 @pytest.mark.parametrize("flags, message", [
@@ -234,7 +295,7 @@ def test_no_restorable_checkpoint_stops_with_an_error_and_keeps_the_files(images
         data_file.write_bytes(b"x" * 10)
         damaged[data_file] = data_file.read_bytes()
     capsys.readouterr()
-    assert train.main(_args(images_npz, out, 4, "--no-export")) == train.EXIT_BAD_CONFIG
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == cli.EXIT_USER_ERROR
     assert "none of the checkpoints" in capsys.readouterr().err
     assert all(path.read_bytes() == content for path, content in damaged.items())
 
@@ -248,7 +309,7 @@ def test_export_only_reads_the_runs_own_configuration(images_npz, tmp_path, caps
     metadata = json.loads((saved / "run" / "assets" / "keras_bssn_export.json").read_text())
     assert (metadata["scale"], metadata["step"]) == (1.6, 2)
     assert train.main(["--export-only", "--out", str(tmp_path / "nothing")]) == 2
-    assert "holds no run to export" in capsys.readouterr().err
+    assert "holds no run (no config.json)" in capsys.readouterr().err
 
 
 def test_the_command_trains_under_mirrored_strategy(images_npz, tmp_path):
@@ -265,10 +326,39 @@ def test_the_command_trains_under_mirrored_strategy(images_npz, tmp_path):
     assert (out / "checkpoints" / "ckpt-2.index").exists()
 
 
+def test_the_command_on_two_replicas_trains_as_on_one_device(images_npz, tmp_path):
+    # In this process the tests configured two logical CPUs, which `mirrored` spreads over.
+    import tensorflow as tf
+
+    assert len(tf.config.list_logical_devices("CPU")) == 2
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert train.main(_args(images_npz, one, 4, "--no-export")) == 0
+    assert train.main(_args(images_npz, two, 4, "--no-export", "--strategy", "mirrored")) == 0
+    expected, actual = _checkpoint_values(one), _checkpoint_values(two)
+    assert expected.keys() == actual.keys()
+    # The same maths, summed in another order. At initialization many LeakyReLU inputs sit
+    # near 0, where a rounding difference switches the slope (1 or 0.1), so single gradient
+    # entries (and Adam's moments) can differ a lot; Adam still moves a weight at most about
+    # lr = 1e-4 per step, so after 4 steps the weights agree within 8e-4, and the logged
+    # means within 1%.
+    for name, value in expected.items():
+        if name.startswith("gan/"):  # the networks' weights, vectors and BatchNorm statistics
+            np.testing.assert_allclose(actual[name], value, rtol=1e-3, atol=8e-4, err_msg=name)
+    rows = {}
+    for run in (one, two):
+        with open(run / "metrics.csv") as file:
+            rows[run] = list(csv.DictReader(file))
+    assert [row["step"] for row in rows[two]] == ["2", "4"]
+    for row_one, row_two in zip(rows[one], rows[two]):
+        for column in ("d_loss", "g_loss", "d_real", "d_fake", "diversity"):
+            np.testing.assert_allclose(float(row_two[column]), float(row_one[column]),
+                                       rtol=1e-2, atol=1e-5, err_msg=column)
+
+
 def test_a_second_run_on_a_busy_run_folder_is_refused(images_npz, tmp_path, capsys):
     out = tmp_path / "run"
-    with train.RunFolderLock(out):  # as if another process were training there
-        assert train.main(_args(images_npz, out, 2, "--no-export")) == train.EXIT_BAD_CONFIG
+    with RunFolderLock(out):  # as if another process were training there
+        assert train.main(_args(images_npz, out, 2, "--no-export")) == cli.EXIT_USER_ERROR
     assert "is in use by another training run (pid " in capsys.readouterr().err
     assert not (out / "config.json").exists()
     assert train.main(_args(images_npz, out, 2, "--no-export")) == 0  # free again

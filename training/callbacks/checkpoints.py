@@ -22,9 +22,10 @@ import numpy as np
 import tensorflow as tf
 
 from training.callbacks.steps import generator_step
+from training.errors import UserError
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A run folder has checkpoints, and none of them restores."""
 
 

@@ -8,16 +8,18 @@ the gradient of D with respect to its input.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from keras_bssn import collect_sigmas
+from keras_bssn import collect_sigmas, spectral
+from keras_bssn._keras_internals import flatten_layers
 from keras_bssn.convert import normalized_layers
-from keras_bssn.diagnostics import weight_variance_table
 from training import losses
 from training.callbacks.steps import generator_step
 
@@ -34,11 +36,20 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     - `diag/weight_grad/<layer>`: the norm of the gradient of D's loss (the GAN's loss, averaged
       over `num_images` real and as many generated images; no gradient penalty) with respect
       to each layer's kernel W, the trained, unnormalized parameter;
-    - `diag/sigma/<layer>[_view<i>]`: the sigmas of `keras_bssn.collect_sigmas`;
+    - `diag/sigma/<layer>[_view<i>]`: the sigmas of `keras_bssn.collect_sigmas`, the power
+      iteration's estimates that normalized layers divide by;
+    - `diag/sigma_exact/<layer>[_view<i>]`: the exact largest singular value (float64, on the
+      host) of each matrix view of W (`keras_bssn.spectral.matrix_views`), `_view1` and
+      `_view2` for kernels with spatial axes, no suffix for the others;
     - `diag/weight_std/<layer>` and `diag/var_over_lecun/<layer>`: the standard deviation of the
       kernel the forward pass uses (the effective kernel of a normalized layer), and its
-      variance over LeCun's 1 / fan_in;
+      variance over LeCun's 1 / fan_in, where fan_in is the row count of view 1;
     - `diag/input_grad_{real,fake}_{mean,min,max}`: statistics of ||grad_x D(x)|| per image.
+
+    The layers measured are D's layers of the kinds spectral normalization supports (Dense,
+    EinsumDense, convolutions, depthwise and transposed convolutions, Embedding), wrapped or
+    not; where each keeps its kernel, and how the kernel's axes make the matrix views, is
+    `keras_bssn.spectral.kernel_layout`'s answer, as for the normalization itself.
 
     Nothing in the model changes: D runs in inference mode (the stored power-iteration
     vectors, not advanced), and G in training mode, as in the discriminator step, but inside a
@@ -100,7 +111,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     def _measure(self, gan) -> dict[str, float]:
         discriminator = gan.discriminator
-        kernels = _discriminator_kernels(discriminator)
+        kernel_layers = _kernel_layers(discriminator)
         latents = np.random.default_rng(self.seed).standard_normal(
             (len(self.real_images), gan.latent_dim)).astype("float32")
         with keras.StatelessScope():  # BatchNorm's moving averages are not updated
@@ -113,16 +124,15 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             real_loss, fake_loss = losses.discriminator_loss(gan.loss_name,
                                                              *ops.split(logits, 2, axis=0))
             loss = ops.mean(real_loss + fake_loss)
-        gradients = tape.gradient(loss, list(kernels.values()))
+        gradients = tape.gradient(loss, [layer.kernel for layer in kernel_layers])
         # D has no batch coupling, so the gradient of the summed logits is per image.
         input_norms = ops.convert_to_numpy(_per_image_norms(input_tape.gradient(logits, images)))
 
-        values = {f"weight_grad/{name}": _norm(gradient)
-                  for name, gradient in zip(kernels, gradients)}
+        values = {f"weight_grad/{layer.name}": _norm(gradient)
+                  for layer, gradient in zip(kernel_layers, gradients)}
         values.update({key: float(sigma) for key, sigma in collect_sigmas(discriminator).items()})
-        for row in weight_variance_table(discriminator):
-            values[f"weight_std/{row.name}"] = math.sqrt(row.var)
-            values[f"var_over_lecun/{row.name}"] = row.var_over_lecun
+        for layer in kernel_layers:
+            values.update(layer.measure())
         for kind, norms in zip(("real", "fake"), np.split(input_norms, 2)):
             values.update({f"input_grad_{kind}_mean": float(norms.mean()),
                            f"input_grad_{kind}_min": float(norms.min()),
@@ -148,20 +158,59 @@ class DiagnosticsCallback(keras.callbacks.Callback):
             logs.update(self._epoch_values or dict.fromkeys(self._keys, float("nan")))
 
 
-def _discriminator_kernels(discriminator: keras.Model) -> dict[str, keras.Variable]:
-    """Each kernel layer's trained kernel variable, by layer name (the wrapper's, if wrapped)."""
+@dataclasses.dataclass(frozen=True)
+class _KernelLayer:
+    """A layer of D with a kernel: its trained W, and the kernel its forward pass uses."""
+
+    name: str
+    layout: spectral.KernelLayout
+    kernel: keras.Variable  # W, what the optimizer trains (a wrapper's inner variable)
+    effective_kernel: Callable[[], object]  # scale * W / sigma for a wrapper, else W
+
+    def measure(self) -> dict[str, float]:
+        """`sigma_exact/...`, `weight_std/...` and `var_over_lecun/...` of this layer."""
+        trained = np.asarray(ops.convert_to_numpy(self.kernel.value), np.float64)
+        view_1, view_2 = spectral.exact_view_norms(trained, self.layout)
+        if self.layout.has_second_view:
+            values = {f"sigma_exact/{self.name}_view1": view_1,
+                      f"sigma_exact/{self.name}_view2": view_2}
+        else:
+            values = {f"sigma_exact/{self.name}": view_1}
+        effective = np.asarray(ops.convert_to_numpy(self.effective_kernel()), np.float64)
+        # LeCun's fan_in is the input size of each output: the rows of view 1 (for a
+        # depthwise kernel, the paper's view: spatial * in; for EinsumDense, its contracted
+        # axes only).
+        fan_in = self.layout.view_shapes(trained.shape)[0][0]
+        variance = float(np.var(effective))
+        values[f"weight_std/{self.name}"] = math.sqrt(variance)
+        values[f"var_over_lecun/{self.name}"] = variance * fan_in
+        return values
+
+
+def _kernel_layers(discriminator: keras.Model) -> list[_KernelLayer]:
+    """D's layers with a kernel, by layer name (the wrapper's name, if wrapped), in order."""
     wrappers = {id(wrapper): wrapper for wrapper in normalized_layers(discriminator)}
-    kernels: dict[str, keras.Variable] = {}
+    found: list[_KernelLayer] = []
     seen = set()
-    for layer in discriminator._flatten_layers(include_self=False):
+    for layer in flatten_layers(discriminator, include_self=False):
         wrapper = wrappers.get(id(layer))
-        kernel = (getattr(wrapper.layer, wrapper.layout.attribute) if wrapper
-                  else getattr(layer, "kernel", None))
-        # A wrapped layer comes after its wrapper and holds the same variable.
-        if isinstance(kernel, keras.Variable) and id(kernel) not in seen:
-            seen.add(id(kernel))
-            kernels[layer.name] = kernel
-    return kernels
+        if wrapper is not None:
+            layout, owner = wrapper.layout, wrapper.layer
+        else:
+            try:
+                layout, owner = spectral.kernel_layout(layer), layer
+            except ValueError:  # no kernel SN could normalize: activations, pooling, BN, ...
+                continue
+        kernel = getattr(owner, layout.attribute, None)
+        # A wrapped layer comes after its wrapper and holds the same variable; a layer with
+        # LoRA or quantization computes its kernel instead of holding one.
+        if not isinstance(kernel, keras.Variable) or id(kernel) in seen:
+            continue
+        seen.add(id(kernel))
+        effective = (wrapper.effective_kernel if wrapper is not None
+                     else lambda kernel=kernel: kernel.value)
+        found.append(_KernelLayer(layer.name, layout, kernel, effective))
+    return found
 
 
 def _first_images(real_images: tf.data.Dataset | np.ndarray, num_images: int) -> np.ndarray:

@@ -1,202 +1,36 @@
-"""FID, Inception Score and KID of a GAN's generator, during training (`FIDCallback`) or after.
+"""`FIDCallback`: FID, Inception Score and KID of a GAN's generator while it trains.
 
-The protocol follows the BSN reference code: FID between 10,000 generated and 5,000 real
-training images, Inception Score on 50,000 generated images in 10 splits, both with the
-2015-12-05 Inception graph (see `training.inception`). KID (Binkowski et al.) comes from the
-same features at no extra extraction cost. The reference numbers are the module constants
-below; presets use them, tests use tiny ones.
-
-Real-image statistics are computed once and cached on disk as `.npz` files keyed by data
-set, split, extractor and image count (`real_statistics_cache_path`).
+The scores and the protocol are `training.evaluation`'s; this module only schedules them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
 import time
 from collections.abc import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from training import metrics
 from training.callbacks.steps import generator_step
-from training.inception import (
-    FEATURES,
-    INCEPTION_2015_NAME,
-    PROBS,
-    FeatureExtractor,
-    collect,
-    make_extractor,
+from training.evaluation import (
+    FID,
+    IS_MEAN,
+    IS_STD,
+    IS_SPLITS,
+    KID,
+    KID_STD,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    NUM_FID_SAMPLES,
+    NUM_REAL_SAMPLES,
+    RealImages,
+    RealStatistics,
+    cached_real_statistics,
+    evaluate_generator,
+    format_scores,
+    real_statistics_cache_path,
 )
-
-# The reference protocol (BSN code, after TF-GAN): sample counts, splits and KID subsets.
-NUM_FID_SAMPLES = 10_000
-NUM_REAL_SAMPLES = 5_000
-NUM_IS_SAMPLES = 50_000
-IS_SPLITS = 10
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1_000
-
-FID = "fid"
-IS_MEAN = "is_mean"
-IS_STD = "is_std"
-KID = "kid"
-KID_STD = "kid_std"
-
-RealImages = tf.data.Dataset | Callable[[], tf.data.Dataset]
-
-
-@dataclasses.dataclass(frozen=True)
-class RealStatistics:
-    """What generated images are compared with: the real features' Gaussian, and the
-    features themselves when KID is wanted."""
-
-    mu: np.ndarray
-    sigma: np.ndarray
-    features: np.ndarray | None = None
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> RealStatistics:
-        """Read a TTUR-format `.npz` (`mu`, `sigma`, and optionally `features`)."""
-        return cls(*metrics.load_statistics(path), metrics.load_features(path))
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write a TTUR-format `.npz`, atomically; `features` are included when present."""
-        metrics.save_statistics(path, self.mu, self.sigma, self.features)
-
-
-def compute_real_statistics(
-    extractor: FeatureExtractor,
-    images: tf.data.Dataset,
-    num_images: int,
-    keep_features: bool = True,
-) -> RealStatistics:
-    """Statistics of the first `num_images` images of `images`, streamed batch by batch.
-
-    Args:
-        extractor: the feature extractor.
-        images: float32 images in [-1, 1], unbatched or batched. Shuffle it beforehand to
-            use a random subset, as the reference does.
-        num_images: how many images to use.
-        keep_features: also return the features (for KID); without them only the mean
-            and covariance are held in memory.
-    """
-    statistics = metrics.FeatureStatistics()
-    kept = []
-    for outputs in extractor.iterate_dataset(images, num_images):
-        statistics.update(outputs[FEATURES])
-        if keep_features:
-            kept.append(outputs[FEATURES])
-    return RealStatistics(*statistics.result(), np.concatenate(kept) if keep_features else None)
-
-
-def default_cache_dir() -> str:
-    """`$KERAS_HOME/keras_bssn/fid_stats`, by default `~/.keras/keras_bssn/fid_stats`."""
-    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(keras_home, "keras_bssn", "fid_stats")
-
-
-def real_statistics_cache_path(
-    cache_dir: str | None, dataset_name: str, split: str, extractor_name: str, num_images: int
-) -> str:
-    """The cache file for one data set, split, extractor and image count."""
-    key = "-".join(
-        re.sub(r"[^A-Za-z0-9_.]+", "_", part)
-        for part in (dataset_name, split, extractor_name, str(num_images))
-    )
-    return os.path.join(cache_dir or default_cache_dir(), f"{key}.npz")
-
-
-def cached_real_statistics(
-    extractor: FeatureExtractor,
-    images: RealImages,
-    num_images: int,
-    cache_path: str | None = None,
-) -> RealStatistics:
-    """Real statistics with features, read from `cache_path` or computed and written there.
-
-    `images` may be a callable returning the data set, so that it is only loaded when the
-    cache misses.
-    """
-    if cache_path and os.path.exists(cache_path):
-        cached = RealStatistics.load(cache_path)
-        if cached.features is not None and len(cached.features) == num_images:
-            return cached
-    dataset = images if isinstance(images, tf.data.Dataset) else images()
-    statistics = compute_real_statistics(extractor, dataset, num_images, keep_features=True)
-    if cache_path:
-        statistics.save(cache_path)
-    return statistics
-
-
-def sample_latents(num: int, latent_dim: int, seed: int) -> np.ndarray:
-    """`num` standard normal latents, float32, the same for the same seed."""
-    return np.random.default_rng(seed).standard_normal((num, latent_dim), dtype=np.float32)
-
-
-def evaluate_generator(
-    generate: Callable[[tf.Tensor], tf.Tensor],
-    latent_dim: int,
-    extractor: FeatureExtractor,
-    real: RealStatistics,
-    *,
-    num_samples: int = NUM_FID_SAMPLES,
-    num_is_samples: int | None = None,
-    is_splits: int = IS_SPLITS,
-    kid_subsets: int = KID_SUBSETS,
-    kid_subset_size: int = KID_SUBSET_SIZE,
-    seed: int = 0,
-    strategy: tf.distribute.Strategy | None = None,
-) -> dict[str, float]:
-    """FID, and IS and KID where available, of a generator against real statistics.
-
-    One pass generates max(`num_samples`, `num_is_samples`) images from latents drawn with
-    `seed` and extracts their features: FID and KID use the first `num_samples`, the
-    Inception Score the first `num_is_samples`.
-
-    Args:
-        generate: latents `(B, latent_dim)` -> images in [-1, 1].
-        latent_dim: the generator's latent size.
-        extractor: the feature extractor the real statistics were computed with.
-        real: the real statistics; KID needs their `features`.
-        num_samples: generated images for FID and KID.
-        num_is_samples: generated images for the Inception Score (default `num_samples`);
-            ignored when the extractor gives no class probabilities.
-        is_splits: Inception Score splits.
-        kid_subsets: KID subsets.
-        kid_subset_size: images per KID subset.
-        seed: seed of the latents and of the KID subsets.
-        strategy: distribution strategy to generate and extract under.
-
-    Returns:
-        `{"fid": ...}`, plus `"is_mean"`, `"is_std"` if the extractor has class
-        probabilities and `"kid"`, `"kid_std"` if `real.features` is set.
-    """
-    limits = {FEATURES: num_samples}
-    if extractor.has_probs:
-        limits[PROBS] = num_is_samples or num_samples
-    latents = sample_latents(max(limits.values()), latent_dim, seed)
-    generated = collect(extractor.iterate_generated(generate, latents, strategy), limits)
-
-    statistics = metrics.FeatureStatistics()
-    statistics.update(generated[FEATURES])
-    scores = {FID: metrics.frechet_distance(*statistics.result(), real.mu, real.sigma)}
-    if PROBS in generated:
-        scores[IS_MEAN], scores[IS_STD] = metrics.inception_score(generated[PROBS], is_splits)
-    if real.features is not None:
-        scores[KID], scores[KID_STD] = metrics.kernel_inception_distance(
-            generated[FEATURES], real.features, kid_subsets, kid_subset_size, seed
-        )
-    return scores
-
-
-def format_scores(scores: dict[str, float]) -> str:
-    """One line, e.g. `fid 12.34  is_mean 7.01  is_std 0.08  kid 0.0102  kid_std 0.0009`."""
-    return "  ".join(f"{name} {value:.4g}" for name, value in scores.items())
+from training.inception import INCEPTION_2015_NAME, FeatureExtractor, make_extractor
 
 
 class FIDCallback(keras.callbacks.Callback):

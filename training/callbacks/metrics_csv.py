@@ -22,6 +22,8 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     columns, and a row with keys the file's header lacks (another normalization after
     `--force`, a metric added later) rewrites the file with the union of the columns, so no
     row ever sits under the wrong header. Rows are flushed as they are written.
+    `write_partial_row` saves the running means of an interval cut short (Ctrl-C), so no
+    step's losses are lost from the file.
 
     Args:
         path: the CSV file; created, or appended to.
@@ -30,6 +32,8 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     def __init__(self, path: str | os.PathLike):
         super().__init__()
         self.path = os.fspath(path)
+        self._batch_logs: dict = {}
+        self._written_step: int | None = None
 
     def _header(self) -> list[str]:
         if not os.path.exists(self.path) or os.path.getsize(self.path) == 0:
@@ -64,6 +68,16 @@ class MetricsCSVLogger(keras.callbacks.Callback):
             if not header and not missing:
                 writer.writeheader()
             writer.writerow(row)
+        self._written_step = row["step"]
+
+    def write_partial_row(self) -> None:
+        """Writes the running means of the current interval, if it has a step not yet in the
+        file (call it when training stops between two log rows)."""
+        if self._batch_logs and generator_step(self.model) != self._written_step:
+            self.write_row(self._batch_logs)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batch_logs = dict(logs or {})
 
     def on_epoch_end(self, epoch, logs=None):
         self.write_row(logs or {})

@@ -17,6 +17,10 @@ def to_uint8(images) -> np.ndarray:
     return np.clip(np.rint((images + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
+# Grids before the first regular one, so that a new run shows samples within minutes.
+EARLY_GRID_STEPS = (0, 100, 250, 500)
+
+
 class SampleGridCallback(keras.callbacks.Callback):
     """Every `every_n_steps` generator steps, saves `samples/step_XXXXXXX.png`.
 
@@ -27,19 +31,23 @@ class SampleGridCallback(keras.callbacks.Callback):
     Args:
         out_dir: folder for the PNG files.
         every_n_steps: how often, in train steps; also at the end of training.
+        early_steps: steps with a grid besides the multiples of `every_n_steps` (step 0:
+            the untrained generator, before the first train step).
         num_images: grid size.
         seed: seed of the fixed latent batch.
         summary_writer: optional `tf.summary` writer for TensorBoard images.
     """
 
     def __init__(self, out_dir: str | os.PathLike, every_n_steps: int = 1000,
-                 num_images: int = 64, seed: int = 0, summary_writer=None):
+                 num_images: int = 64, seed: int = 0, summary_writer=None,
+                 early_steps: tuple[int, ...] = EARLY_GRID_STEPS):
         super().__init__()
         self.out_dir = os.fspath(out_dir)
         self.every_n_steps = every_n_steps
         self.num_images = num_images
         self.seed = seed
         self.summary_writer = summary_writer
+        self.early_steps = frozenset(early_steps)
         self._last_step = None
 
     def _latents(self) -> np.ndarray:
@@ -61,9 +69,18 @@ class SampleGridCallback(keras.callbacks.Callback):
         self._last_step = step
         return path
 
+    def _due(self, step: int) -> bool:
+        return step != self._last_step and (step % self.every_n_steps == 0
+                                            or step in self.early_steps)
+
+    def on_train_begin(self, logs=None):
+        step = generator_step(self.model)
+        if step == 0 and self._due(step):
+            self.save(step)
+
     def on_train_batch_end(self, batch, logs=None):
         step = generator_step(self.model)
-        if step % self.every_n_steps == 0 and step != self._last_step:
+        if self._due(step):
             self.save(step)
 
     def on_train_end(self, logs=None):

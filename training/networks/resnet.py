@@ -15,6 +15,7 @@ import keras
 from keras import ops
 
 from training.networks.normalization import check_normalization, normalized
+from training.serialization import register_serializable
 
 # (base resolution, base channels, generator block channels, discriminator blocks as
 #  (channels, downsample))
@@ -25,7 +26,7 @@ _CONFIGS = {
 }
 
 
-@keras.saving.register_keras_serializable(package="training")
+@register_serializable
 class GlobalSumPooling2D(keras.layers.Layer):
     """Sums over the spatial axes (SNGAN's D pools by summing, not averaging)."""
 

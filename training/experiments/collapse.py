@@ -11,6 +11,10 @@ mean D(real), D(fake), ||grad_x D|| on fakes and the sample diversity
 Collapse, defined before the study ran (the rule of the training command's warning): from step
 `DIVERSITY_WARM_UP_STEPS` on, the diversity is below `DIVERSITY_THRESHOLD` at
 `DIVERSITY_PATIENCE` log rows in a row; the run collapsed at the first of those rows.
+
+`run` trains the runs seed by seed (an unfinished study has compared every cell on its first
+seeds), skips finished ones, and writes `collapse.csv` (a row per run), `collapse_log.csv`
+(every logged row of every run) and `collapse.png` (the curves).
 """
 
 from __future__ import annotations
@@ -19,15 +23,24 @@ import csv
 import dataclasses
 import math
 import pathlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOLD,
                                           DIVERSITY_WARM_UP_STEPS)
-from training.presets import TrainConfig, preset, semantics
+from training.experiments import reporting
+from training.experiments.training_runs import train_to_end
+from training.presets import ConfigError, TrainConfig, preset, semantics
+from training.runs import finished_status
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
 RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "final_diversity",
                "min_diversity", "max_d_real", "final_d_real", "final_grad_norm_fake")
+LOG_COLUMNS = ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_norm_fake",
+               "d_loss", "g_loss")
 _BOOLEAN_SETTINGS = {"true": True, "false": False}
 
 
@@ -46,8 +59,8 @@ class Cell:
         head, *extras = spec.split("+")
         parts = head.split(":")
         if len(parts) != 3:
-            raise ValueError(f"A cell is NORM:SCALE:SEMANTICS[+SETTING=VALUE...], e.g. "
-                             f"bssn:1.2:official; got {spec!r}.")
+            raise ConfigError(f"A cell is NORM:SCALE:SEMANTICS[+SETTING=VALUE...], e.g. "
+                              f"bssn:1.2:official; got {spec!r}.")
         norm, scale, semantics_name = parts
         semantics(semantics_name)  # refuses an unknown name
         fields = {field.name: field.type for field in dataclasses.fields(TrainConfig)}
@@ -55,10 +68,14 @@ class Cell:
         for extra in extras:
             name, _, value = extra.partition("=")
             if name not in fields or not value:
-                raise ValueError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
-                                 "setting of TrainConfig.")
+                raise ConfigError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
+                                  "setting of TrainConfig.")
             overrides.append((name, _setting_value(value)))
-        return cls(norm, float(scale), semantics_name, tuple(overrides))
+        try:
+            scale_value = float(scale)
+        except ValueError:
+            raise ConfigError(f"The scale of cell {spec!r} is not a number: {scale!r}.") from None
+        return cls(norm, scale_value, semantics_name, tuple(overrides))
 
     @property
     def name(self) -> str:
@@ -77,6 +94,7 @@ class Cell:
             fid_every=0)
 
     def folder(self, root: pathlib.Path, seed: int) -> pathlib.Path:
+        """The run folder of this cell for one seed under the study's folder `root`."""
         safe = self.name.replace(":", "-").replace("+", "_").replace("=", "-")
         return root / "runs" / f"{safe}-s{seed}"
 
@@ -90,6 +108,49 @@ def _setting_value(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], steps: int,
+        log_every: int, dataset: str, data_dir: str | None,
+        batch_size: int) -> list[dict[str, Any]]:
+    """Trains the study's runs not finished yet, writes its files to `out` (after every run
+    too, so that they are readable while it runs), and returns a row per run (`summarize_run`).
+
+    Every cell's settings are checked before the first run starts (`ConfigError`). Ctrl-C
+    propagates; calling again resumes.
+    """
+    cells = [Cell.parse(spec) for spec in cell_specs]
+    for cell in cells:  # a mistake in the last cell must not wait for the first cells' runs
+        cell.config(seeds[0], steps, log_every, dataset, data_dir).validate()
+    # Seed by seed: an unfinished study has compared every cell on its first seeds.
+    runs = [(cell, seed) for seed in seeds for cell in cells]
+    for index, (cell, seed) in enumerate(runs, 1):
+        folder = cell.folder(out, seed)
+        progress = f"collapse [{index}/{len(runs)}]: {cell.name} seed {seed}"
+        if finished_status(folder, steps) != "incomplete":
+            print(f"{progress} already done, skipped.")
+            continue
+        print(f"{progress}: training {folder}", flush=True)
+        config = cell.config(seed, steps, log_every, dataset, data_dir)
+        train_to_end(dataclasses.replace(config, batch_size=batch_size), folder)
+        _write_study(out, cells, seeds, batch_size)
+    return _write_study(out, cells, seeds, batch_size)
+
+
+def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int],
+                 batch_size: int) -> list[dict[str, Any]]:
+    logs = {(cell.name, seed): read_log(cell.folder(out, seed) / "metrics.csv")
+            for cell in cells for seed in seeds}
+    rows = [summarize_run(cell, seed, logs[cell.name, seed]) for cell in cells for seed in seeds]
+    reporting.write_csv(out / "collapse.csv", rows, RUN_COLUMNS)
+    log_rows = [{"cell": cell, "seed": seed, **row} for (cell, seed), run_log in logs.items()
+                for row in run_log]
+    reporting.write_csv(out / "collapse_log.csv", log_rows, LOG_COLUMNS)
+    if log_rows:
+        title = (f"CIFAR-10 CNN, batch {batch_size}: sample diversity and D(real); "
+                 f"collapse below {DIVERSITY_THRESHOLD} (dashed) for {DIVERSITY_PATIENCE} rows")
+        reporting.save_figure(plot_study(logs, title), out / "collapse.png")
+    return rows
 
 
 def read_log(metrics_csv: pathlib.Path) -> list[dict[str, float]]:
@@ -171,8 +232,9 @@ def cell_verdicts(run_rows: Sequence[dict[str, Any]], steps: int) -> list[str]:
     return lines
 
 
-def plot_study(logs: dict[tuple[str, int], list[dict[str, float]]], title: str, pyplot):
+def plot_study(logs: dict[tuple[str, int], list[dict[str, float]]], title: str) -> Figure:
     """Diversity and mean D(real) over steps: a column per cell, a line per seed."""
+    pyplot = reporting.pyplot()
     cells = list(dict.fromkeys(cell for cell, _ in logs))
     figure, panels = pyplot.subplots(2, len(cells), squeeze=False, sharex=True,
                                      figsize=(3.6 * len(cells), 6.2))

@@ -1,0 +1,77 @@
+"""Which loader a `--dataset` name selects, and the name of what it loads, for caches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.data.archives import path_key
+from training.data.arrays import array_source
+from training.data.folders import folder_source
+from training.data.preprocessing import Source
+from training.data.tfds_datasets import TFDS_SPECS, tfds_source
+from training.errors import DataError, DataPathError
+
+DATASETS = (*TFDS_SPECS, "folder", "npz")
+
+
+def load_source(
+    dataset: str, data_dir: str | None, split: str, image_size: int | None,
+    crop_size: int | None = None, antialias: bool = True,
+) -> Source:
+    """Checks the arguments of `load_images` and loads the uint8 images they name.
+
+    Args:
+        dataset, data_dir, split, image_size, crop_size, antialias: as for `load_images`.
+
+    Returns:
+        The source's square uint8 images.
+    """
+    if dataset not in DATASETS:
+        raise DataError(f"Unknown dataset {dataset!r}; expected one of: {', '.join(DATASETS)}.")
+    if image_size is not None and image_size < 1:
+        raise DataError(f"image_size must be positive or None; got {image_size}.")
+    if crop_size is not None and crop_size < 1:
+        raise DataError(f"crop_size must be positive or None; got {crop_size}.")
+    if dataset in TFDS_SPECS:
+        return tfds_source(dataset, data_dir, split, image_size, crop_size, antialias)
+    if data_dir is None:
+        what = "a folder or .tar.gz of images" if dataset == "folder" else "a .npz or .npy file"
+        raise DataError(f"--dataset {dataset} needs --data-dir: {what}.")
+    if dataset == "folder":
+        return folder_source(Path(data_dir).expanduser(), split, image_size, crop_size,
+                             antialias)
+    return array_source(Path(data_dir).expanduser(), split, image_size, crop_size, antialias)
+
+
+def source_key(
+    dataset: str, data_dir: str | None, image_size: int | None, crop_size: int | None = None,
+    antialias: bool = True,
+) -> str:
+    """A name for the images these arguments load, for caches of what is computed from them.
+
+    TFDS data sets are named by themselves; local files and folders also by a digest of
+    their resolved path, size and modification time, so that statistics of one folder are
+    never served for another, nor for an archive since replaced.
+
+    Example:
+
+    >>> source_key("cifar10", None, 32)
+    'cifar10-32'
+
+    Args:
+        dataset, data_dir, image_size, crop_size, antialias: as for `load_images`.
+
+    Returns:
+        A name usable in file names.
+    """
+    size = "native" if image_size is None else str(image_size)
+    if crop_size is not None:
+        size = f"crop{crop_size}-{size}"
+    if not antialias:
+        size += "-aliased"
+    if dataset in TFDS_SPECS or data_dir is None:
+        return f"{dataset}-{size}"
+    path = Path(data_dir).expanduser()
+    if not path.exists():
+        raise DataPathError(f"--data-dir {data_dir} does not exist; check the path.")
+    return f"{dataset}-{path.name}-{path_key(path)}-{size}"

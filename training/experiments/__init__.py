@@ -1,0 +1,11 @@
+"""The paper's analysis experiments, one module each, run by `python -m training.analyze`.
+
+- `init_variance`: the weight variance each normalization gives at initialization.
+- `gradients`: the discriminator's weight-gradient norms over the first training steps.
+- `sweep`: short training runs over normalizations x scales x seeds, with KID over steps.
+- `collapse`: the seed study of when (if ever) the CIFAR-10 CNN GAN collapses, per setting.
+
+Each writes `<experiment>.csv` and `<experiment>.png` to the folder it is given. What more than
+one of them uses: `normalizations` (names and scales), `reporting` (CSV files and figures) and
+`training_runs` (run configurations, resumable run folders).
+"""

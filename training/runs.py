@@ -1,0 +1,121 @@
+"""Run folders: the configuration a run was started with, the lock that keeps two processes
+apart, and the marker a study leaves on a run it has finished.
+
+A run folder (`runs/<preset>` by default) holds `config.json`, `metrics.csv`, `logs/`,
+`samples/` and `checkpoints/`. Everything here checks before it writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pathlib
+from typing import Any
+
+from training.errors import RunFolderError
+from training.images import atomic_writer
+from training.presets import LEGACY_VALUES, RESUMABLE_CHANGES, TrainConfig
+
+# Named when the sweep was the only study; kept so that finished runs stay finished.
+STATUS_FILE = "sweep_status.json"
+
+
+def config_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
+    """`setting: old -> new` for every setting that differs and cannot change on a resume."""
+    saved = {**LEGACY_VALUES, **saved}  # settings added since the run began
+    current = dataclasses.asdict(config)
+    return [f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in sorted(current)
+            if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]]
+
+
+def check_run_folder(run_dir: pathlib.Path, config: TrainConfig, force: bool) -> None:
+    """Checks that a resumed run trains the same thing (`force` allows a change).
+
+    Raises:
+        RunFolderError: the folder holds a run with another configuration and not `force`.
+    """
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        changes = config_changes(json.loads(config_path.read_text()), config)
+        if changes and not force:
+            raise RunFolderError(
+                f"{run_dir} holds a run with a different configuration:\n  "
+                + "\n  ".join(changes)
+                + "\nUse another --out for a new run, or --force to resume with the new "
+                "settings.")
+
+
+def write_config(run_dir: pathlib.Path, config: TrainConfig) -> None:
+    """Records the configuration the run's checkpoints are trained with (`config.json`)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_writer(run_dir / "config.json") as file:
+        file.write(config.to_json().encode())
+
+
+def saved_config(run_dir: pathlib.Path) -> TrainConfig:
+    """The configuration the run in `run_dir` was trained with.
+
+    Raises:
+        RunFolderError: `run_dir` holds no run.
+    """
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise RunFolderError(f"{run_dir} holds no run (no config.json); give the --out of a "
+                             "run that has trained.")
+    return TrainConfig.from_dict(json.loads(path.read_text()))
+
+
+class RunFolderLock:
+    """An exclusive lock on a run folder (`.lock`, `flock`), held while a run writes to it.
+
+    The kernel drops the lock when its process ends, however it ends (kill -9 included), so a
+    stale lock never blocks a resume.
+
+    Raises:
+        RunFolderError: another process holds the lock.
+    """
+
+    def __init__(self, run_dir: pathlib.Path):
+        import fcntl
+
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.file = open(run_dir / ".lock", "a+")
+        except OSError as error:
+            raise RunFolderError(f"cannot write the run folder {run_dir} ({error.strerror}); "
+                                 "give an --out in a writable place.") from None
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise RunFolderError(
+                f"{run_dir} is in use by another training run ({holder}). Wait for it to end, "
+                "or give another --out.") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()}")
+        self.file.flush()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.file.close()  # closing releases the lock
+
+
+def finished_status(run_dir: pathlib.Path, steps: int) -> str:
+    """"finished" / "diverged" once a study's run was trained to `steps`, else "incomplete"."""
+    path = run_dir / STATUS_FILE
+    if not path.exists():
+        return "incomplete"
+    status = json.loads(path.read_text())
+    return status["status"] if status["steps"] >= steps else "incomplete"
+
+
+def mark_finished(run_dir: pathlib.Path, status: str, steps: int) -> None:
+    """Records that a study's run ended ("finished" or "diverged") after `steps` steps."""
+    with atomic_writer(run_dir / STATUS_FILE) as file:
+        file.write(json.dumps({"status": status, "steps": steps}).encode())

@@ -1,0 +1,234 @@
+"""Training a run folder: build the GAN of a configuration, restore its newest checkpoint,
+`fit` with the run's callbacks until the target step, and export the generator.
+
+Ctrl-C and SIGTERM (`kill`, a cluster's preemption) save a checkpoint and the interval's
+metrics before `Stopped` propagates; weights that turned non-finite are never saved.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import signal
+import sys
+import warnings
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from training import callbacks, data
+from training.callbacks.checkpoints import weights_are_finite
+from training.callbacks.steps import generator_step
+from training.distribute import make_strategy
+from training.errors import RunFolderError, Stopped
+from training.export import export_generator
+from training.gan import GAN
+from training.inception import make_extractor
+from training.networks import build_networks
+from training.presets import TrainConfig
+from training.runs import write_config
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingResult:
+    """How a `train` call ended: the trained `gan`, at `step`; `diverged` says why when the
+    values went non-finite (training stopped; `checkpoint` is the last good one)."""
+
+    gan: GAN
+    step: int
+    checkpoint: str | None
+    diverged: str | None = None
+
+
+class _SignalHandlers:
+    """Within the block, Ctrl-C and SIGTERM go to `handler`, whatever handlers the process
+    inherited (a child of a shell without job control starts with SIGINT ignored)."""
+
+    def __init__(self, handler: Callable | int):
+        self.handler = handler
+
+    def __enter__(self):
+        self.previous = {signum: signal.signal(signum, self.handler) for signum in _STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc_info):
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+
+
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
+def _optimizer(learning_rate: float, config: TrainConfig) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(learning_rate, beta_1=config.beta1, beta_2=config.beta2,
+                                 epsilon=config.adam_epsilon)
+
+
+def build_gan(config: TrainConfig) -> GAN:
+    """The compiled GAN of a configuration (call inside the strategy's scope)."""
+    wrapper_options = {}
+    if config.norm != "none":
+        wrapper_options = {"differentiable_power_iteration": config.differentiable_power_iteration,
+                           "vector_updates": config.vector_updates}
+    generator, discriminator = build_networks(
+        config.arch, config.image_size, latent_dim=config.latent_dim, norm=config.norm,
+        scale=config.scale, power_iterations=config.power_iterations,
+        bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon,
+        initializers=config.initializers, **wrapper_options)
+    gan = GAN(generator, discriminator, ema_decay=config.ema_decay, seed=config.seed)
+    gan.compile(d_optimizer=_optimizer(config.d_lr, config),
+                g_optimizer=_optimizer(config.g_lr, config), loss=config.loss,
+                n_dis=config.n_dis, gradient_penalty=config.gradient_penalty,
+                generator_batch_size=config.generator_batch_size,
+                reuse_latents=config.reuse_latents,
+                generator_bn_updates=config.generator_bn_updates,
+                jit_compile=config.jit_compile)
+    return gan
+
+
+def _restored(config: TrainConfig, run_dir: pathlib.Path
+              ) -> tuple[GAN, callbacks.RunCheckpoint, tf.distribute.Strategy]:
+    """The run's GAN, restored from its newest good checkpoint (step 0 when it has none)."""
+    keras.utils.set_random_seed(config.seed)
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(config.strategy)
+    with strategy.scope():
+        gan = build_gan(config)
+        checkpoint = callbacks.RunCheckpoint(gan, run_dir / "checkpoints",
+                                             config.keep_checkpoints)
+        checkpoint.restore()
+    return gan, checkpoint, strategy
+
+
+def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCallback | None:
+    """FID/IS/KID during training, or None with a note when no extractor can be loaded."""
+    if not 0 < config.fid_every <= config.steps:  # no evaluation due: load no extractor
+        return None
+    try:
+        extractor = make_extractor(config.extractor)
+    except Exception as error:  # an offline machine cannot download the Inception graph
+        print(f"note: FID/IS/KID disabled, the feature extractor is unavailable ({error}). "
+              "Give --extractor PATH (the inception-2015-12-05 .tgz/.pb or a .keras model) "
+              "or --fid-every 0.", file=sys.stderr)
+        return None
+    return callbacks.FIDCallback(
+        lambda: data.load_images(**config.data_source(), split="train").shuffle(50_000, seed=0),
+        extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
+        num_real=config.fid_real_samples, num_is_samples=config.is_samples,
+        dataset_name=data.source_key(**config.data_source()), split="train",
+        cache_dir=str(run_dir.parent / "fid_stats_cache"))
+
+
+def _diversity_reference(config: TrainConfig, num_images: int = 64) -> np.ndarray:
+    """The fixed real batch the sample-diversity statistic is measured against."""
+    images = data.load_images(**config.data_source(), split="train").take(num_images)
+    return np.stack(list(images.as_numpy_iterator()))
+
+
+def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.CheckpointCallback,
+               guard: callbacks.StopOnNonFiniteLoss, csv_logger: callbacks.MetricsCSVLogger
+               ) -> list[keras.callbacks.Callback]:
+    writer = tf.summary.create_file_writer(str(run_dir / "logs"))
+    fid = _fid_callback(config, run_dir)
+    return [
+        guard,
+        callbacks.StopAtStep(config.steps),
+        # Before the loggers, so that they record what these add to the logs.
+        *([fid] if fid else []),
+        callbacks.SampleGridCallback(run_dir / "samples", config.sample_every,
+                                     seed=config.seed, summary_writer=writer),
+        callbacks.SampleDiversityMonitor(_diversity_reference(config), seed=config.seed),
+        csv_logger,
+        callbacks.StepScalarLogger(writer),
+        callbacks.ProgressLine(config.steps),
+        saver,
+    ]
+
+
+def train(config: TrainConfig, run_dir: pathlib.Path) -> TrainingResult:
+    """Trains (or resumes) the run in `run_dir` to `config.steps` generator steps.
+
+    Raises:
+        CheckpointError: no checkpoint of the run restores.
+        Stopped: Ctrl-C or SIGTERM arrived; the state was saved first (unless non-finite).
+    """
+    # Our dataset is shuffled by the pipeline; fit's default shuffle=True has nothing to do.
+    warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
+    gan, checkpoint, _ = _restored(config, run_dir)
+    # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
+    # architecture) must not replace the one they were trained with.
+    write_config(run_dir, config)
+    step = checkpoint.step
+    if step:
+        print(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
+    if step >= config.steps:
+        return TrainingResult(gan, step, checkpoint.latest)
+    dataset = data.make_train_dataset(
+        **config.data_source(), batch_size=config.batch_size * config.n_dis,
+        seed=config.seed, start_batch=step)
+    guard = callbacks.StopOnNonFiniteLoss()
+    saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every,
+                                         is_healthy=lambda: guard.triggered is None)
+    csv_logger = callbacks.MetricsCSVLogger(run_dir / "metrics.csv")
+    try:
+        with _SignalHandlers(_raise_stopped):
+            gan.fit(dataset, steps_per_epoch=config.log_every,
+                    initial_epoch=step // config.log_every,
+                    epochs=math.ceil(config.steps / config.log_every),
+                    callbacks=_callbacks(config, run_dir, saver, guard, csv_logger), verbose=0)
+    except Stopped as stop:
+        _save_after_stop(checkpoint, gan, csv_logger, stop.signum)
+        raise
+    if saver.nonfinite_weights_step is not None:
+        guard.triggered = (f"the weights became NaN or infinite by generator step "
+                           f"{saver.nonfinite_weights_step}")
+    return TrainingResult(gan, generator_step(gan), checkpoint.latest, guard.triggered)
+
+
+def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,
+                     csv_logger: callbacks.MetricsCSVLogger, signum: int) -> None:
+    """Saves the state a Ctrl-C or SIGTERM stopped at (when its weights are finite)."""
+    name = signal.Signals(signum).name
+    with _SignalHandlers(signal.SIG_IGN):  # a second Ctrl-C cannot cut the save short
+        if weights_are_finite(gan):
+            print(f"\nStopped by {name} at step {checkpoint.step}; saving a checkpoint "
+                  "(further Ctrl-C is ignored until it is written)...", file=sys.stderr,
+                  flush=True)
+            csv_logger.write_partial_row()
+            print(f"Saved {checkpoint.save()}. Run the same command to resume.",
+                  file=sys.stderr)
+        else:
+            print(f"\nStopped by {name} at step {checkpoint.step}; the weights are not "
+                  f"finite, so nothing was saved. The last good checkpoint is "
+                  f"{checkpoint.latest}.", file=sys.stderr)
+
+
+def export_run(config: TrainConfig, run_dir: pathlib.Path,
+               saved_models: str | pathlib.Path = "saved_models") -> tuple[pathlib.Path, int]:
+    """Exports the sampling generator of the run's newest checkpoint to
+    `saved_models/<export_name or run folder name>`; returns the path and the step.
+
+    Raises:
+        RunFolderError: the run has no checkpoint.
+    """
+    gan, checkpoint, _ = _restored(config, run_dir)
+    if checkpoint.step == 0:
+        raise RunFolderError(f"{run_dir} has no checkpoint to export; train it first.")
+    return export(gan, config, run_dir, saved_models), checkpoint.step
+
+
+def export(gan: GAN, config: TrainConfig, run_dir: pathlib.Path,
+           saved_models: str | pathlib.Path) -> pathlib.Path:
+    """Exports a trained GAN's sampling generator to `saved_models/<export_name or run name>`."""
+    name = config.export_name or run_dir.name
+    metadata = {"normalization": config.norm, "scale": config.scale, "dataset": config.dataset,
+                "architecture": config.arch, "step": generator_step(gan),
+                "ema": config.ema_decay is not None}
+    return export_generator(gan.sampling_generator, pathlib.Path(saved_models) / name, metadata)
