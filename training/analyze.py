@@ -31,6 +31,7 @@ import pathlib
 import sys
 
 from training import cli
+from training.errors import UsageError
 from training.experiments import collapse, gradients, init_variance, sweep
 from training.experiments.training_runs import TrainingSetup
 
@@ -68,7 +69,7 @@ def _gradients(args: argparse.Namespace) -> list[str]:
 
 def _sweep(args: argparse.Namespace) -> list[str]:
     if args.steps % args.eval_every:  # the last step's KID is each run's result
-        raise cli.UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
+        raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
                              f"{args.eval_every}.")
     rows = sweep.run(args.out, _training_setup(args), norms=args.norms, scales=args.scales,
                      seeds=args.seeds, eval_every=args.eval_every, kid_samples=args.kid_samples,

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 
-from training.errors import UserError
+from training.errors import OutputPathError, UserError
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
@@ -122,14 +122,6 @@ class BooleanFlag(argparse.Action):
             setattr(namespace, self.dest, True if values is None else boolean(values))
         except argparse.ArgumentTypeError as error:
             parser.error(f"argument {option_string}: {error}")
-
-
-class UsageError(UserError):
-    """Flags that do not go together."""
-
-
-class OutputPathError(UserError):
-    """A file a command is asked to write has the wrong type or cannot be written."""
 
 
 def check_output_file(path: str, flag: str, suffix: str) -> None:

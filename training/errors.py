@@ -26,6 +26,14 @@ class DataUnavailableError(UserError, RuntimeError):
     """A named data set cannot be downloaded or prepared here (offline, manual download)."""
 
 
+class UsageError(UserError):
+    """Flags that do not go together."""
+
+
+class OutputPathError(UserError):
+    """A file a command is asked to write has the wrong type or cannot be written."""
+
+
 class RunFolderError(UserError, RuntimeError):
     """A run folder cannot be used as asked (busy, another configuration, nothing to export)."""
 

@@ -32,7 +32,6 @@ from training.evaluation import (
     cached_real_statistics,
     evaluate_generator,
     load_generator,
-    real_images,
     real_statistics_cache_path,
 )
 from training.inception import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME, make_extractor
@@ -49,10 +48,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.stats:
         real = RealStatistics.load(args.stats)
     else:
-        from training.data import source_key
+        from training.data import load_images, source_key  # the TFDS stack, when needed
 
-        images = real_images(args.dataset, args.data_dir, args.split, args.image_size,
-                             args.crop_size)
+        images = load_images(args.dataset, data_dir=args.data_dir, split=args.split,
+                             image_size=args.image_size, crop_size=args.crop_size)
     extractor = make_extractor(args.extractor, batch_size=args.batch_size)
     if not args.stats:
         cache_path = real_statistics_cache_path(

@@ -236,16 +236,3 @@ def load_generator(path: str) -> tuple[Callable[[tf.Tensor], tf.Tensor], int]:
         return export.saved_model.signatures[SERVING_SIGNATURE](latents=latents)["images"]
 
     return generate, export.latent_dim
-
-
-def real_images(dataset: str, data_dir: str | None, split: str, image_size: int | None,
-                crop_size: int | None) -> tf.data.Dataset:
-    """The real images of a data set, float32 in [-1, 1] (see `training.data.load_images`).
-
-    Raises:
-        DataError: the data cannot be found or read.
-    """
-    from training.data import load_images  # the data stack is heavy; only some callers need it
-
-    return load_images(dataset, data_dir=data_dir, split=split, image_size=image_size,
-                       crop_size=crop_size)

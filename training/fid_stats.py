@@ -18,7 +18,8 @@ import argparse
 import sys
 
 from training import cli
-from training.evaluation import compute_real_statistics, real_images
+from training.data import load_images
+from training.evaluation import compute_real_statistics
 from training.inception import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME, make_extractor
 
 
@@ -29,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fid_stats(args: argparse.Namespace) -> int:
     cli.check_output_file(args.out, "--out", ".npz")
-    images = real_images(args.dataset, args.data_dir, args.split, args.image_size,
-                         args.crop_size)  # the data is checked before the extractor loads
+    images = load_images(args.dataset, data_dir=args.data_dir, split=args.split,
+                         image_size=args.image_size, crop_size=args.crop_size)  # the data is checked before the extractor loads
     extractor = make_extractor(args.extractor, batch_size=args.batch_size)
     statistics = compute_real_statistics(extractor, images, args.num,
                                          keep_features=args.save_features)

@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from training import cli
+from training.errors import OutputPathError
 from training.export import describe_export, load_export
 from training.images import grid_layout, save_grid_png, save_images_npz
 
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     if not (args.out or args.npz):  # a 50k-sample FID run wants the .npz, not a giant grid
-        raise cli.OutputPathError("nothing to write: give --out grid.png and/or --npz "
+        raise OutputPathError("nothing to write: give --out grid.png and/or --npz "
                                   "samples.npz.")
     if args.out:
         cli.check_output_file(args.out, "--out", ".png")

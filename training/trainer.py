@@ -93,7 +93,7 @@ def build_gan(config: TrainConfig) -> GAN:
 
 
 def _restored(config: TrainConfig, run_dir: pathlib.Path
-              ) -> tuple[GAN, callbacks.RunCheckpoint, tf.distribute.Strategy]:
+              ) -> tuple[GAN, callbacks.RunCheckpoint]:
     """The run's GAN, restored from its newest good checkpoint (step 0 when it has none)."""
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
@@ -104,7 +104,7 @@ def _restored(config: TrainConfig, run_dir: pathlib.Path
         checkpoint = callbacks.RunCheckpoint(gan, run_dir / "checkpoints",
                                              config.keep_checkpoints)
         checkpoint.restore()
-    return gan, checkpoint, strategy
+    return gan, checkpoint
 
 
 def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCallback | None:
@@ -161,7 +161,7 @@ def train(config: TrainConfig, run_dir: pathlib.Path) -> TrainingResult:
     """
     # Our dataset is shuffled by the pipeline; fit's default shuffle=True has nothing to do.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    gan, checkpoint, _ = _restored(config, run_dir)
+    gan, checkpoint = _restored(config, run_dir)
     # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
     # architecture) must not replace the one they were trained with.
     write_config(run_dir, config)
@@ -218,7 +218,7 @@ def export_run(config: TrainConfig, run_dir: pathlib.Path,
     Raises:
         RunFolderError: the run has no checkpoint.
     """
-    gan, checkpoint, _ = _restored(config, run_dir)
+    gan, checkpoint = _restored(config, run_dir)
     if checkpoint.step == 0:
         raise RunFolderError(f"{run_dir} has no checkpoint to export; train it first.")
     return export(gan, config, run_dir, saved_models), checkpoint.step
