@@ -421,20 +421,34 @@ def _children(obj) -> list:
     return []
 
 
-def _kernel_of(obj):
-    """(effective kernel, class carrying the layout) of obj, or None if it has no kernel."""
+def _layout_of(layer: Any, kernel_rank: int | None = None) -> spectral.KernelLayout | None:
+    """The kernel layout of `layer`: `spectral.kernel_layout` for the layers spectral
+    normalization supports; for another layer with a `.kernel`, spatial axes first, then
+    (in, out); None for a layer with no kernel."""
+    try:
+        return spectral.kernel_layout(layer)
+    except ValueError:
+        kernel = getattr(layer, "kernel", None)
+        rank = kernel_rank if kernel is None else len(kernel.shape)
+        return None if rank is None else spectral.layout_for_kernel(rank)
+
+
+def _kernel_of(obj) -> tuple[Any, str, spectral.KernelLayout] | None:
+    """(effective kernel, class carrying the layout, its layout) of obj, or None if it has no
+    kernel."""
     if callable(getattr(obj, "effective_kernel", None)):
         inner = getattr(obj, "layer", obj)
-        return obj.effective_kernel(), type(inner).__name__
-    if isinstance(obj, keras.layers.Layer) and not obj.built:
-        if any(tag in type(obj).__name__ for tag in ("Conv", "Dense")):
-            raise ValueError(f"Layer {obj.name!r} is not built yet; call the model on an input "
-                             "(or build it) first.")
+        kernel = obj.effective_kernel()
+        return kernel, type(inner).__name__, _layout_of(inner, len(kernel.shape))
+    if not isinstance(obj, keras.layers.Layer):
         return None
-    kernel = getattr(obj, "kernel", None)
-    if kernel is None:
+    layout = _layout_of(obj)
+    if layout is None:
         return None
-    return kernel, type(obj).__name__
+    if not obj.built:
+        raise ValueError(f"Layer {obj.name!r} is not built yet; call the model on an input "
+                         "(or build it) first.")
+    return getattr(obj, layout.attribute), type(obj).__name__, layout
 
 
 def _collect(obj, prefix: str, out: list, is_root: bool) -> None:
@@ -442,7 +456,7 @@ def _collect(obj, prefix: str, out: list, is_root: bool) -> None:
         or f"layer_{len(out)}"
     found = _kernel_of(obj)
     if found is not None:
-        out.append((prefix + name, found[0], found[1]))
+        out.append((prefix + name, *found))
         return
     # Layers inside nested models/blocks get a "block/" path prefix; the root's own do not.
     child_prefix = prefix if is_root else prefix + name + "/"
@@ -461,10 +475,12 @@ def weight_variance_table(model_or_layers: Any) -> list[VarianceRow]:
       any) tells the layer class, and its sub-layers are not visited again;
     - any other object with a non-None ``.kernel`` (plain Keras Dense/Conv layers) uses it as is.
 
-    Kernel axes: the last two are (c_in, c_out), the rest spatial, except for classes whose name
-    ends in "Transpose" (Conv*Transpose: (..., c_out, c_in)). fan_in = receptive * c_in and
-    fan_out = receptive * c_out with receptive = prod(spatial) (Keras's convention), so for
-    transposed convolutions the axes are swapped relative to Keras's own initializers.
+    Kernel axes come from `keras_bssn.spectral.kernel_layout` (Dense, EinsumDense, every
+    convolution, depthwise and transposed ones included, and Embedding); another layer with a
+    `.kernel` is read as (*spatial, c_in, c_out). fan_in = receptive * c_in and fan_out =
+    receptive * c_out with receptive = prod(spatial) (Keras's convention, but in the layer's
+    true direction: for a Conv*Transpose kernel (..., c_out, c_in) Keras's own initializers
+    swap them). ``transposed`` marks a kernel that stores its output axes before its inputs.
     ``var`` is the population variance (ddof 0) of the kernel entries; LeCun = 1/fan_in,
     Xavier = 2/(fan_in + fan_out), Kaiming = 2/fan_in.
 
@@ -488,10 +504,12 @@ def weight_variance_table(model_or_layers: Any) -> list[VarianceRow]:
     else:
         _collect(model_or_layers, "", found, is_root=True)
     rows = []
-    for name, kernel, class_name in found:
+    for name, kernel, class_name, layout in found:
         w = _to_numpy(kernel).astype(np.float64)
-        transposed = class_name.endswith("Transpose")
-        fan_in, fan_out = _fans(w.shape, transposed)
+        receptive = math.prod(w.shape[axis] for axis in layout.spatial_axes)
+        fan_in = receptive * math.prod(w.shape[axis] for axis in layout.in_axes)
+        fan_out = receptive * math.prod(w.shape[axis] for axis in layout.out_axes)
+        transposed = max(layout.in_axes) > max(layout.out_axes)
         var = float(np.var(w))
         lecun, xavier, kaiming = 1.0 / fan_in, 2.0 / (fan_in + fan_out), 2.0 / fan_in
         rows.append(VarianceRow(

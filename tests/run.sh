@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The test suite: everything under the TensorFlow backend, then the backend-agnostic library
 # tests again under JAX (when JAX is installed). Both passes always run; the script fails if
-# either failed, and says which.
+# either failed, and says which. Tests run on every core (pytest-xdist), a test module per
+# worker at a time: most of a test's time is single-threaded (Python, TensorFlow's tracing).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-python -m pytest -q "$@"
+parallel=(-n auto --dist loadscope)
+python -m pytest -q "${parallel[@]}" "$@"
 tensorflow_pass=$?
 jax_pass=0
 if python -c "import jax" 2>/dev/null; then
-  KERAS_BACKEND=jax python -m pytest -q tests/keras_bssn/test_wrappers.py \
+  KERAS_BACKEND=jax python -m pytest -q "${parallel[@]}" tests/keras_bssn/test_wrappers.py \
     tests/keras_bssn/test_keras_internals.py \
     tests/keras_bssn/test_diagnostics.py tests/keras_bssn/test_convert.py \
     tests/keras_bssn/test_strict.py tests/keras_bssn/test_constraints.py

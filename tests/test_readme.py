@@ -42,7 +42,8 @@ def shortened(words: list[str], extractor: Path) -> list[str]:
         extra = {"gradients": ["--steps", "2", "--seeds", "0", "--norms", "sn"],
                  "sweep": ["--steps", "2", "--eval-every", "2", "--seeds", "0", "--norms", "sn",
                            "--scales", "1.0"],
-                 "collapse": ["--steps", "2", "--seeds", "0", "--cells", "bssn:1.2:official"]}
+                 "collapse": ["--steps", "2", "--seeds", "0", "--cells", "bssn:1.2:official"],
+                 "artifacts": ["--steps", "0", "2"]}
         return words + extra.get(rest[0], [])
     return words
 

@@ -2,13 +2,6 @@
 training loop, metrics and evaluation, with thin commands on top (`python -m training.train`,
 `generate`, `evaluate`, `fid_stats`, `analyze`). It runs from the repository checkout.
 
-TensorFlow starts quietly unless TF_CPP_MIN_LOG_LEVEL is set (0 shows everything): the
-package runs first, before any command or module imports TensorFlow.
+Commands start TensorFlow with `training.cli.start_tensorflow` after their cheap checks, and
+quietly unless TF_CPP_MIN_LOG_LEVEL is set; they import the modules that need it only then.
 """
-
-import os
-
-if "TF_CPP_MIN_LOG_LEVEL" not in os.environ:
-    from training.cli import start_tensorflow_quietly
-
-    start_tensorflow_quietly()

@@ -19,6 +19,9 @@ Experiments (each writes `<experiment>.csv` and `<experiment>.png` to `--out`, d
   gathered in one CSV. Without the Inception graph (`KERAS_BSSN_INCEPTION_GRAPH`) KID is
   computed in pixel space (images resized to `--pixel-size`): it ranks runs against each
   other, but its values are NOT comparable with published KIDs; the plot says which was used.
+- `artifacts`: how much of a run's samples is one pattern at the same place in every image
+  (`training.experiments.artifacts`), at the checkpoints `--steps`, with the generator's
+  BatchNorm in inference mode and in training mode, next to real images.
 
 Data defaults to the shared CIFAR-10 JPEGs (`../shared/data/cifar10-jpeg.tar.gz`) when they
 exist, else TFDS `cifar10`.
@@ -32,8 +35,16 @@ import sys
 
 from training import cli
 from training.errors import UsageError
-from training.experiments import collapse, gradients, init_variance, sweep
-from training.experiments.training_runs import TrainingSetup
+
+cli.start_tensorflow()  # quietly, before the modules below load it
+from training.experiments import (  # noqa: E402
+    artifacts,
+    collapse,
+    gradients,
+    init_variance,
+    sweep,
+)
+from training.experiments.training_runs import TrainingSetup  # noqa: E402
 
 SHARED_CIFAR10 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / \
     "cifar10-jpeg.tar.gz"
@@ -84,8 +95,12 @@ def _collapse(args: argparse.Namespace) -> list[str]:
     return collapse.cell_verdicts(rows, args.steps)
 
 
+def _artifacts(args: argparse.Namespace) -> list[str]:
+    return artifacts.summary(artifacts.run(args.out, args.run, args.steps, args.num_images))
+
+
 _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep": _sweep,
-                "collapse": _collapse}
+                "collapse": _collapse, "artifacts": _artifacts}
 
 
 def _training_setup(args: argparse.Namespace) -> TrainingSetup:
@@ -148,6 +163,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_length_and_batch_flags(study, steps=1500)
     study.add_argument("--log-every", type=cli.positive_int, default=50,
                        help="steps between log rows")
+
+    pattern = experiments.add_parser(
+        "artifacts", help="a pattern repeated in every sample; BatchNorm mode's part",
+        **formatter)
+    _add_out_flag(pattern)
+    pattern.add_argument("run", type=pathlib.Path, help="a training run folder")
+    pattern.add_argument("--steps", type=int, nargs="+", default=[0],
+                         help="checkpoint steps to measure (0: the generator as initialized)")
+    pattern.add_argument("--num-images", type=cli.positive_int, default=64,
+                         help="samples (the run's grid latents) and real images")
     return parser
 
 

@@ -7,6 +7,8 @@
   (https://github.com/keras-team/keras/issues/20585). It overrides private Keras methods, so
   it lives in `keras_bssn._keras_internals` with every other Keras internal we rely on; it is
   imported from there and re-exported here.
+* `writes_run_files` and `gather_across_workers`: which process of a multi-worker cluster writes
+  the run folder (the chief), and the check that every worker resumed from the same step.
 * `global_batch_loss` and `replica_latents`: the loss scaling and the latent draw a custom
   `train_step` needs to give the same updates on 1 or N replicas.
 
@@ -29,13 +31,16 @@ import keras
 import tensorflow as tf
 
 from keras_bssn._keras_internals import MultiWorkerFitMixin
+from training.errors import StrategyError
 
 __all__ = [
     "STRATEGY_NAMES",
     "MultiWorkerFitMixin",
+    "gather_across_workers",
     "global_batch_loss",
     "make_strategy",
     "replica_latents",
+    "writes_run_files",
 ]
 
 STRATEGY_NAMES = ("auto", "default", "one_device", "mirrored", "multi_worker", "tpu")
@@ -71,9 +76,9 @@ def make_strategy(name: str = "auto", devices: Sequence[str] | None = None
         devices: device names, for `"mirrored"` and `"one_device"` only.
 
     Raises:
-        ValueError: for an unknown name, `devices` given for another strategy, or a missing or
-            malformed `TF_CONFIG`.
-        RuntimeError: for `"tpu"` when no TPU can be found.
+        ValueError: for an unknown name, or `devices` given for another strategy.
+        StrategyError: for a missing or malformed `TF_CONFIG`, or `"tpu"` when no TPU can be
+            found.
     """
     if name not in STRATEGY_NAMES:
         raise ValueError(
@@ -125,10 +130,10 @@ def _mirrored_devices() -> tuple[str, ...]:
 
 
 def _check_tf_config(tf_config: str | None) -> None:
-    """Raises a ValueError, with an example, unless `tf_config` describes this task's cluster."""
+    """Raises a StrategyError, with an example, unless `tf_config` describes this task's cluster."""
     if not tf_config:
-        raise ValueError("The 'multi_worker' strategy reads the cluster from the TF_CONFIG "
-                         f"environment variable, which is not set. Example: {_TF_CONFIG_EXAMPLE}")
+        raise StrategyError("The 'multi_worker' strategy reads the cluster from the TF_CONFIG "
+                            f"environment variable, which is not set. Example: {_TF_CONFIG_EXAMPLE}")
     try:
         config = json.loads(tf_config)
         cluster, task = config["cluster"], config["task"]
@@ -139,10 +144,33 @@ def _check_tf_config(tf_config: str | None) -> None:
     except (ValueError, TypeError, KeyError):  # not JSON, not objects, or a key missing
         valid = False
     if not valid:
-        raise ValueError(
+        raise StrategyError(
             "The TF_CONFIG environment variable must be JSON with a 'cluster' (job name -> "
             "list of 'host:port') and a 'task' ('type': a job of the cluster, 'index': a "
             f"position in its list). Got TF_CONFIG={tf_config!r}. Example: {_TF_CONFIG_EXAMPLE}")
+
+
+def writes_run_files(strategy_name: str) -> bool:
+    """Whether this process writes the run folder: yes, unless it is a `multi_worker` task
+    other than the chief (the task of type "chief", or worker 0 of a cluster without one).
+
+    Every worker still takes part in everything that runs collectives (checkpoint saves
+    included, as TensorFlow requires); the others write those files to a scratch folder.
+    """
+    if strategy_name != "multi_worker":
+        return True
+    _check_tf_config(os.environ.get("TF_CONFIG"))
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
+
+
+def gather_across_workers(strategy: tf.distribute.Strategy, value: int) -> list[int]:
+    """`value` from every replica of every worker (one entry per replica), e.g. to check that
+    all workers resumed from the same step."""
+    per_replica = strategy.run(lambda: tf.constant([value], tf.int64))
+    return [int(item) for item in strategy.gather(per_replica, axis=0).numpy()]
 
 
 def _tpu_strategy() -> tf.distribute.Strategy:
@@ -151,7 +179,7 @@ def _tpu_strategy() -> tf.distribute.Strategy:
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
     except (ValueError, RuntimeError, tf.errors.OpError) as error:
-        raise RuntimeError(
+        raise StrategyError(
             "No TPU found for the 'tpu' strategy: run on a TPU VM, or set TPU_NAME to the TPU "
             f"to connect to. ({error})") from error
     return tf.distribute.TPUStrategy(resolver)

@@ -38,6 +38,10 @@ class RunFolderError(UserError, RuntimeError):
     """A run folder cannot be used as asked (busy, another configuration, nothing to export)."""
 
 
+class StrategyError(UserError, ValueError):
+    """The `--strategy` asked for cannot start here (no TPU, no or a bad TF_CONFIG)."""
+
+
 class Stopped(KeyboardInterrupt):
     """Ctrl-C or SIGTERM arrived; carries the signal's number (the exit code is 128 + it)."""
 

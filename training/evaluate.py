@@ -22,7 +22,9 @@ import json
 import sys
 
 from training import cli
-from training.evaluation import (
+
+cli.start_tensorflow()  # quietly, before the modules below load it
+from training.evaluation import (  # noqa: E402
     IS_SPLITS,
     KID_SUBSET_SIZE,
     KID_SUBSETS,
@@ -34,7 +36,11 @@ from training.evaluation import (
     load_generator,
     real_statistics_cache_path,
 )
-from training.inception import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME, make_extractor
+from training.inception import (  # noqa: E402
+    DEFAULT_BATCH_SIZE,
+    INCEPTION_2015_NAME,
+    make_extractor,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

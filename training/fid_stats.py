@@ -18,9 +18,15 @@ import argparse
 import sys
 
 from training import cli
-from training.data import load_images
-from training.evaluation import compute_real_statistics
-from training.inception import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME, make_extractor
+
+cli.start_tensorflow()  # quietly, before the modules below load it
+from training.data import load_images  # noqa: E402
+from training.evaluation import compute_real_statistics  # noqa: E402
+from training.inception import (  # noqa: E402
+    DEFAULT_BATCH_SIZE,
+    INCEPTION_2015_NAME,
+    make_extractor,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ import sys
 
 from training import cli
 from training.errors import OutputPathError
-from training.export import describe_export, load_export
 from training.images import grid_layout, save_grid_png, save_images_npz
 
 # All images are generated in one array: 1M 32x32 RGB images are 3 GB.
@@ -38,6 +37,9 @@ def _generate(args: argparse.Namespace) -> int:
         cli.check_output_file(args.out, "--out", ".png")
     if args.npz:
         cli.check_output_file(args.npz, "--npz", ".npz")
+    cli.start_tensorflow()
+    from training.export import describe_export, load_export
+
     print(describe_export(args.export))
     images = load_export(args.export).generate(args.num, args.seed)
     if args.out:

@@ -144,6 +144,33 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
     @classmethod
+    def parse_setting(cls, name: str, text: str) -> Any:
+        """The value of setting `name` written as `text` (as on a command line), by the
+        setting's type; `none` for a setting that may be unset.
+
+        Example:
+
+        >>> TrainConfig.parse_setting("reuse_latents", "false")
+        False
+        """
+        types = {field.name: str(field.type) for field in dataclasses.fields(cls)}
+        if name not in types:
+            raise ConfigError(f"Unknown setting {name!r}; known settings: {sorted(types)}.")
+        kind = types[name]
+        if "None" in kind and text.lower() == "none":
+            return None
+        try:
+            if kind.startswith("bool"):
+                return parse_boolean(text)
+            if kind.startswith("int"):
+                return int(text)
+            if kind.startswith("float"):
+                return float(text)
+        except ValueError:
+            _refuse(name, text, f"a value of type {kind}")
+        return text
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """A saved configuration; keys it lacks were written before they existed, so they
         take the values of that time (`LEGACY_VALUES`), not today's defaults."""
@@ -161,6 +188,16 @@ RESUMABLE_CHANGES = ("steps", "data_dir", "log_every", "sample_every", "checkpoi
 
 class ConfigError(UserError, ValueError):
     """A setting is invalid; the message names its flag, the value and what it takes."""
+
+
+_BOOLEAN_WORDS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+
+
+def parse_boolean(text: str) -> bool:
+    """true/false, yes/no or 1/0, in any case; ValueError for anything else."""
+    if text.lower() not in _BOOLEAN_WORDS:
+        raise ValueError(f"expected true or false, got {text!r}")
+    return _BOOLEAN_WORDS[text.lower()]
 
 
 def _flag(name: str) -> str:

@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import pathlib
 import sys
+import tempfile
 import textwrap
 
 from training import cli
@@ -136,13 +137,14 @@ def presets_table() -> str:
 
 def _export_only(args: argparse.Namespace, run_dir: pathlib.Path) -> int:
     """Exports what the run trained: its own config.json, never the flags (bar the name)."""
-    from training.trainer import export_run
-
     config = saved_config(run_dir)
     if getattr(args, "export_name", None) is not None:
         config = dataclasses.replace(config, export_name=args.export_name)
+    cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate()
     with RunFolderLock(run_dir):
+        from training.trainer import export_run
+
         path, step = export_run(config, run_dir, args.saved_models)
     print(f"exported step {step} to {path}")
     return 0
@@ -156,19 +158,43 @@ def _train(args: argparse.Namespace) -> int:
     if args.export_only:
         return _export_only(args, run_dir)
     config = resolve_config(args)
+    cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate()  # before anything is written
-    from training.trainer import export, train  # TensorFlow loads here, after the checks
+    from training.distribute import writes_run_files
 
+    if not writes_run_files(config.strategy):
+        return _train_as_other_worker(args, config, run_dir)
     with RunFolderLock(run_dir):
         check_run_folder(run_dir, config, args.force)
-        result = train(config, run_dir)
-        if result.diverged:
-            print(f"error: stopped, {result.diverged}. The last good checkpoint is "
-                  f"{result.checkpoint}; lower the learning rates or change --scale and "
-                  "resume, or start a new --out.", file=sys.stderr)
-            return cli.EXIT_NON_FINITE
-        if args.export:
-            path = export(result.gan, config, run_dir, args.saved_models)
+        return _train_and_export(args, config, run_dir, args.saved_models)
+
+
+def _train_as_other_worker(args: argparse.Namespace, config: TrainConfig,
+                           run_dir: pathlib.Path) -> int:
+    """A multi-worker task that is not the chief: it runs every step, save and export with
+    the chief (they run collectives) but writes to a scratch folder it deletes at the end, and
+    resumes from the chief's run folder, so the run folder holds one run's files."""
+    check_run_folder(run_dir, config, args.force)
+    with tempfile.TemporaryDirectory(prefix="keras_bssn-worker-") as scratch:
+        scratch_dir = pathlib.Path(scratch)
+        return _train_and_export(args, config, scratch_dir / run_dir.name,
+                                 scratch_dir / "saved_models", resume_from=run_dir)
+
+
+def _train_and_export(args: argparse.Namespace, config: TrainConfig, run_dir: pathlib.Path,
+                      saved_models: str | pathlib.Path,
+                      resume_from: pathlib.Path | None = None) -> int:
+    from training.trainer import export, train
+
+    result = train(config, run_dir, resume_from)
+    if result.diverged:
+        print(f"error: stopped, {result.diverged}. The last good checkpoint is "
+              f"{result.checkpoint}; lower the learning rates or change --scale and "
+              "resume, or start a new --out.", file=sys.stderr)
+        return cli.EXIT_NON_FINITE
+    if args.export:
+        path = export(result.gan, config, run_dir, saved_models)
+        if resume_from is None:
             print(f"Exported the generator to {path}")
     return 0
 

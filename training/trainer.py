@@ -22,11 +22,11 @@ import tensorflow as tf
 from training import callbacks, data
 from training.callbacks.checkpoints import weights_are_finite
 from training.callbacks.steps import generator_step
-from training.distribute import make_strategy
+from training.distribute import gather_across_workers, make_strategy
 from training.errors import RunFolderError, Stopped
 from training.export import export_generator
 from training.gan import GAN
-from training.inception import make_extractor
+from training.inception import ExtractorError, make_extractor
 from training.networks import build_networks
 from training.presets import TrainConfig
 from training.runs import write_config
@@ -92,9 +92,11 @@ def build_gan(config: TrainConfig) -> GAN:
     return gan
 
 
-def _restored(config: TrainConfig, run_dir: pathlib.Path
+def _restored(config: TrainConfig, run_dir: pathlib.Path,
+              checkpoints_from: pathlib.Path | None = None
               ) -> tuple[GAN, callbacks.RunCheckpoint]:
-    """The run's GAN, restored from its newest good checkpoint (step 0 when it has none)."""
+    """The run's GAN, restored from its newest good checkpoint (step 0 when it has none), or
+    from the newest one in `checkpoints_from` (a run folder) when given."""
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -103,8 +105,28 @@ def _restored(config: TrainConfig, run_dir: pathlib.Path
         gan = build_gan(config)
         checkpoint = callbacks.RunCheckpoint(gan, run_dir / "checkpoints",
                                              config.keep_checkpoints)
-        checkpoint.restore()
+        checkpoint.restore(checkpoints_from and checkpoints_from / "checkpoints")
     return gan, checkpoint
+
+
+def gan_at_step(config: TrainConfig, run_dir: pathlib.Path, step: int) -> GAN:
+    """The run's GAN with the networks of its checkpoint at `step` (0: as initialized),
+    read without touching the run folder (a run may be training there).
+
+    Raises:
+        RunFolderError: the run has no checkpoint of that step.
+    """
+    keras.utils.set_random_seed(config.seed)
+    gan = build_gan(config)
+    if step:
+        path = run_dir / "checkpoints" / f"ckpt-{step}"
+        if not path.with_suffix(".index").exists():
+            kept = sorted(int(index.stem.split("-")[1])
+                          for index in (run_dir / "checkpoints").glob("ckpt-*.index"))
+            raise RunFolderError(f"{run_dir} has no checkpoint of step {step}; it keeps "
+                                 f"steps {kept or 'none'}.")
+        tf.train.Checkpoint(gan=gan).restore(str(path)).expect_partial()
+    return gan
 
 
 def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCallback | None:
@@ -113,7 +135,7 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
         return None
     try:
         extractor = make_extractor(config.extractor)
-    except Exception as error:  # an offline machine cannot download the Inception graph
+    except ExtractorError as error:  # e.g. an offline machine cannot download the graph
         print(f"note: FID/IS/KID disabled, the feature extractor is unavailable ({error}). "
               "Give --extractor PATH (the inception-2015-12-05 .tgz/.pb or a .keras model) "
               "or --fid-every 0.", file=sys.stderr)
@@ -152,16 +174,25 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
     ]
 
 
-def train(config: TrainConfig, run_dir: pathlib.Path) -> TrainingResult:
+def train(config: TrainConfig, run_dir: pathlib.Path,
+          resume_from: pathlib.Path | None = None) -> TrainingResult:
     """Trains (or resumes) the run in `run_dir` to `config.steps` generator steps.
+
+    Args:
+        config: the run's settings.
+        run_dir: the folder the run writes.
+        resume_from: the run folder to resume from when it is not `run_dir` (a worker that
+            is not the chief resumes from the chief's folder and writes a scratch one).
 
     Raises:
         CheckpointError: no checkpoint of the run restores.
+        RunFolderError: the workers of a cluster resumed from different steps.
         Stopped: Ctrl-C or SIGTERM arrived; the state was saved first (unless non-finite).
     """
     # Our dataset is shuffled by the pipeline; fit's default shuffle=True has nothing to do.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    gan, checkpoint = _restored(config, run_dir)
+    gan, checkpoint = _restored(config, run_dir, resume_from)
+    _check_workers_agree(config, checkpoint.step, resume_from or run_dir)
     # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
     # architecture) must not replace the one they were trained with.
     write_config(run_dir, config)
@@ -172,7 +203,7 @@ def train(config: TrainConfig, run_dir: pathlib.Path) -> TrainingResult:
         return TrainingResult(gan, step, checkpoint.latest)
     dataset = data.make_train_dataset(
         **config.data_source(), batch_size=config.batch_size * config.n_dis,
-        seed=config.seed, start_batch=step)
+        seed=config.seed, start_batch=step, skipped_log=run_dir / "skipped_images.log")
     guard = callbacks.StopOnNonFiniteLoss()
     saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every,
                                          is_healthy=lambda: guard.triggered is None)
@@ -190,6 +221,19 @@ def train(config: TrainConfig, run_dir: pathlib.Path) -> TrainingResult:
         guard.triggered = (f"the weights became NaN or infinite by generator step "
                            f"{saver.nonfinite_weights_step}")
     return TrainingResult(gan, generator_step(gan), checkpoint.latest, guard.triggered)
+
+
+def _check_workers_agree(config: TrainConfig, step: int, run_dir: pathlib.Path) -> None:
+    """Refuses to train when the workers of a cluster restored different steps: their weights
+    would differ, and the all-reduced updates would silently train neither."""
+    if config.strategy != "multi_worker":
+        return
+    steps = sorted(set(gather_across_workers(make_strategy(config.strategy), step)))
+    if len(steps) > 1:
+        raise RunFolderError(
+            f"the workers resumed {run_dir} from different steps ({', '.join(map(str, steps))})"
+            ": every worker must read the chief's run folder. Give all workers the same --out "
+            "on a filesystem they share.")
 
 
 def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,

@@ -345,6 +345,25 @@ def test_variance_table_uses_effective_kernel_of_duck_typed_wrappers():
     assert row.var == pytest.approx(0.25 * np.var(raw), rel=1e-6)
 
 
+def test_variance_table_reads_every_kernel_layout_spectral_normalization_supports():
+    # Layouts a class-name guess gets wrong: EinsumDense "ab,cb->ac" keeps (out, in);
+    # a depthwise kernel is (kh, kw, in, multiplier); an Embedding has `embeddings`.
+    einsum = keras.layers.EinsumDense("ab,cb->ac", output_shape=6, name="einsum")
+    depthwise = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="depthwise")
+    embedding = keras.layers.Embedding(11, 5, name="embedding")
+    einsum.build((None, 4))
+    depthwise.build((None, 8, 8, 3))
+    embedding.build((None,))
+    rows = {row.name: row for row in weight_variance_table([einsum, depthwise, embedding])}
+    assert rows["einsum"].kernel_shape == (6, 4) and rows["einsum"].transposed
+    assert (rows["einsum"].fan_in, rows["einsum"].fan_out) == (4, 6)
+    assert (rows["depthwise"].fan_in, rows["depthwise"].fan_out) == (27, 18)
+    assert not rows["depthwise"].transposed
+    assert (rows["embedding"].fan_in, rows["embedding"].fan_out) == (11, 5)
+    table = ops.convert_to_numpy(embedding.embeddings).astype(np.float64)
+    assert rows["embedding"].var == pytest.approx(np.var(table), rel=1e-9)
+
+
 def test_variance_table_rejects_unbuilt_model():
     model = keras.Sequential([keras.layers.Dense(3)])
     with pytest.raises(ValueError, match="not built"):

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from training import analyze
-from training.experiments import gradients, init_variance, sweep, training_runs
+from training import analyze, train
+from training.experiments import artifacts, gradients, init_variance, sweep, training_runs
 
 REPO = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -114,3 +114,42 @@ def test_zero_counts_and_intervals_are_refused_without_a_traceback(argv, tmp_pat
     assert result.returncode == 2
     assert "expected a whole number >= 1" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_shared_pattern_share_tells_a_repeated_pattern_from_independent_images():
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal((64, 8, 8, 3))
+    pattern = rng.standard_normal((1, 8, 8, 3))
+    assert artifacts.shared_pattern_share(np.repeat(pattern, 64, axis=0)) == pytest.approx(1.0)
+    assert artifacts.shared_pattern_share(noise) == pytest.approx(1 / 64, rel=0.2)
+    # The same pattern under independent detail of equal energy: about half is shared.
+    assert artifacts.shared_pattern_share(noise + pattern) == pytest.approx(0.5, abs=0.1)
+    # Smooth images have no fine detail to share: constant images give 0, not NaN.
+    assert artifacts.shared_pattern_share(np.ones((4, 8, 8, 3))) == 0.0
+
+
+@pytest.mark.slow
+def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_npz, tmp_path,
+                                                                       capsys):
+    run = tmp_path / "run"
+    assert train.main(["--dataset", "npz", "--data-dir", str(images_npz), "--image-size", "8",
+                       "--batch-size", "8", "--steps", "2", "--log-every", "2",
+                       "--checkpoint-every", "2", "--fid-every", "0", "--no-export",
+                       "--out", str(run)]) == 0
+    out = tmp_path / "artifacts"
+    assert analyze.main(["artifacts", str(run), "--steps", "0", "2", "--num-images", "8",
+                         "--out", str(out)]) == 0
+    columns, rows = _read(out / "artifacts.csv")
+    assert tuple(columns) == artifacts.COLUMNS
+    assert [(row["step"], row["mode"]) for row in rows] == [
+        ("", "real"), ("0", "inference"), ("0", "training"), ("2", "inference"),
+        ("2", "training")]
+    assert all(0 <= float(row["shared_share"]) <= 1 for row in rows)
+    for step in (0, 2):
+        for mode in artifacts.MODES:
+            _assert_png(out / f"step_{step:07d}_{mode}.png")
+    _assert_png(out / "artifacts.png")
+    assert "step 2: shared share" in capsys.readouterr().out
+
+    assert analyze.main(["artifacts", str(run), "--steps", "7", "--out", str(out)]) == 2
+    assert "has no checkpoint of step 7; it keeps steps [2]" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.training.concurrently import run_concurrently
 from tests.training.fid_testing import random_images, tiny_feature_model, tiny_generator
 from training import cli, metrics
 from training.errors import UserError
@@ -88,10 +89,28 @@ def _bad_input_cases():
     ]
 
 
+@pytest.fixture(scope="module")
+def bad_input_results(files) -> dict[tuple, subprocess.CompletedProcess]:
+    """Every bad-input case, run as its own subprocess (several at a time)."""
+    def run_case(case):
+        command, arguments, _ = case
+        return _run(command, *(argument.format(f=files) for argument in arguments))
+
+    cases = _bad_input_cases()
+    results = run_concurrently(run_case, cases)
+    return {_case_key(case): result for case, result in zip(cases, results)}
+
+
+def _case_key(case) -> tuple:
+    command, arguments, message = case
+    return command, tuple(arguments), message
+
+
 @pytest.mark.parametrize("command, arguments, message", _bad_input_cases(),
                          ids=lambda value: value if isinstance(value, str) else None)
-def test_a_users_mistake_is_one_error_line_and_exit_code_2(files, command, arguments, message):
-    result = _run(command, *(argument.format(f=files) for argument in arguments))
+def test_a_users_mistake_is_one_error_line_and_exit_code_2(bad_input_results, command,
+                                                           arguments, message):
+    result = bad_input_results[_case_key((command, arguments, message))]
 
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr

@@ -80,7 +80,8 @@ def test_cells_parse_semantics_and_overrides():
     assert config.vector_updates == "in_call"  # the rest of the keras semantics
     assert cell.name == "bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9"
     for bad in ("bssn:1.2", "bssn:1.2:pytorch", "bssn:1.2:official+colour=red",
-                "bssn:x:official"):
+                "bssn:x:official", "bssn:1.2:official+reuse_latents=maybe",
+                "bssn:1.2:official+seed=1.5"):
         with pytest.raises(ConfigError):
             collapse.Cell.parse(bad)
 
@@ -101,3 +102,17 @@ def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
     assert summary["max_d_real"] == 160 and summary["steps"] == 800
     verdict = collapse.cell_verdicts([summary], steps=1500)
     assert verdict == ["sn:1:official: collapsed in 1 of 1 finished runs (seed 0 at 500)"]
+
+
+def test_a_collapse_counts_and_its_recovery_is_reported():
+    # The study's first run: below the threshold from step 500, back above it from 756.
+    diversities = [(500, .1), (550, .12), (600, .1), (650, .13), (706, .15), (756, .53),
+                   (806, .8), (856, .74), (906, .2), (956, .7)]
+    rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
+    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows)
+    assert summary["collapse_step"] == 500 and summary["recovery_step"] == 756
+    assert summary["collapsed"] and not summary["collapsed_at_end"]
+    assert collapse.cell_verdicts([summary], steps=956) == [
+        "bssn:1.2:official: collapsed in 1 of 1 finished runs (seed 0 at 500, recovered at 756)"]
+    never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5])
+    assert never["recovery_step"] is None and never["collapsed_at_end"]

@@ -574,14 +574,18 @@ def test_unreadable_images_in_an_archive_are_named_as_inside_it(tmp_path, capfd)
 
 
 def test_training_skips_unreadable_images_and_resumes_exactly(tmp_path, capfd):
-    def batches(folder, start_batch=0):
+    def batches(folder, start_batch=0, skipped_log=None):
         dataset = data.make_train_dataset("folder", str(folder), batch_size=3, seed=0,
-                                          shuffle_buffer=8, start_batch=start_batch)
+                                          shuffle_buffer=8, start_batch=start_batch,
+                                          skipped_log=skipped_log)
         return take(dataset, 6 - start_batch)
 
     mixed = image_folder(tmp_path / "mixed")
-    uninterrupted = batches(mixed)  # 18 images: into the fourth pass through the five.
+    log = tmp_path / "run" / "skipped_images.log"
+    log.parent.mkdir()
+    uninterrupted = batches(mixed, skipped_log=log)  # 18 images: into the fourth pass.
     assert_warned_of_bad_images(capfd.readouterr().err, mixed)
+    assert_warned_of_bad_images(log.read_text(), mixed)  # the run folder keeps the count too
     np.testing.assert_array_equal(uninterrupted,
                                   batches(image_folder(tmp_path / "good", bad=False)))
     np.testing.assert_array_equal(batches(mixed, start_batch=4), uninterrupted[4:])

@@ -9,6 +9,7 @@ talk over localhost.
 import json
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,10 @@ import pytest
 import tensorflow as tf
 
 from tests.training import multiworker_worker as worker
+from tests.training.run_files import assert_trained_alike, checkpoint_values
 from tests.strategies import two_cpu_strategy
+from training import cli
+from training.errors import StrategyError
 from training.distribute import (
     STRATEGY_NAMES,
     MultiWorkerFitMixin,
@@ -104,7 +108,7 @@ def test_multi_worker_with_malformed_tf_config_shows_it_and_an_example(monkeypat
 
 def test_tpu_without_a_tpu_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
-    with pytest.raises(RuntimeError, match="No TPU found"):
+    with pytest.raises(StrategyError, match="No TPU found"):
         make_strategy("tpu")
 
 
@@ -199,9 +203,11 @@ def _free_ports(count: int) -> list[int]:
 
 
 def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name__,
-                 timeout_s: float = WORKER_TIMEOUT_S) -> list[str]:
-    """Runs `python -m module` as two workers of one cluster (`{index}` in `args` is theirs);
-    returns their stdouts.
+                 timeout_s: float = WORKER_TIMEOUT_S, expect_failure: bool = False
+                 ) -> list[str]:
+    """Runs `python -m module` as two workers of one cluster (`{index}` in `args` is theirs,
+    and each has its own TMPDIR, `tmp_path/tmp{index}`); returns their stdouts, or with
+    `expect_failure` their stderrs once both have exited with exit code 2.
 
     Fails the test, showing the workers' stderr, when one exits with an error (the other is
     then killed: it would wait for its peer) or they run past WORKER_TIMEOUT_S.
@@ -210,8 +216,11 @@ def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name
     processes, logs = [], []
     try:
         for index in range(2):
-            env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+            scratch = tmp_path / f"tmp{index}"
+            scratch.mkdir(exist_ok=True)
+            env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TMPDIR=str(scratch),
+                       TF_CONFIG=json.dumps(
+                           {"cluster": cluster, "task": {"type": "worker", "index": index}}))
             stdout, stderr = (open(tmp_path / f"worker{index}.{name}", "w+")
                               for name in ("out", "err"))
             logs.append((stdout, stderr))
@@ -221,7 +230,7 @@ def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name
                        *(a.format(index=index) for a in args)]
             processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                               stdout=stdout, stderr=stderr))
-        problem = _wait(processes, time.monotonic() + timeout_s)
+        problem = _wait(processes, time.monotonic() + timeout_s, expect_failure)
         outputs = []
         for stdout, stderr in logs:
             stdout.seek(0), stderr.seek(0)
@@ -239,16 +248,19 @@ def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name
                             f"{err[-4000:]}" for index, (process, (_, err))
                             in enumerate(zip(processes, outputs)))
         pytest.fail(f"{problem}\n{details}")
-    return [out for out, _ in outputs]
+    return [err if expect_failure else out for out, err in outputs]
 
 
-def _wait(processes: list[subprocess.Popen], deadline: float) -> str | None:
-    """Waits for all `processes` to exit; returns what went wrong, if anything."""
+def _wait(processes: list[subprocess.Popen], deadline: float, expect_failure: bool = False
+          ) -> str | None:
+    """Waits for all `processes` to exit (with 0, or 2 when `expect_failure`); returns what
+    went wrong, if anything."""
+    expected = cli.EXIT_USER_ERROR if expect_failure else 0
     while time.monotonic() < deadline:
         codes = [process.poll() for process in processes]
-        if any(code not in (None, 0) for code in codes):
-            return "a worker failed"
-        if all(code == 0 for code in codes):
+        if any(code not in (None, expected) for code in codes):
+            return "a worker failed" if not expect_failure else "a worker did not exit with 2"
+        if all(code == expected for code in codes):
             return None
         time.sleep(0.2)
     return "the workers did not finish in time"
@@ -269,36 +281,52 @@ def test_fit_on_two_workers_with_the_mixin_matches_one_process(tmp_path):
         np.testing.assert_allclose(value, one_process[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def _checkpoint_values(run_dir: pathlib.Path) -> dict[str, np.ndarray]:
-    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
+def _run_files(run_dir: pathlib.Path) -> set[str]:
+    """The run folder's files (TensorBoard event files by kind: their names hold host and
+    time)."""
+    return {str(path.relative_to(run_dir)).split(".tfevents")[0]
+            for path in run_dir.rglob("*") if path.is_file()}
 
 
 @pytest.mark.multiworker
-def test_the_training_command_on_two_workers_trains_as_one_process(tmp_path):
+def test_the_training_command_on_two_workers_writes_one_run_folder_and_resumes(tmp_path):
     from training import train
 
     images = tmp_path / "images.npz"
     rng = np.random.default_rng(0)
     np.savez(images, x=rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8))
     flags = ["--dataset", "npz", "--data-dir", str(images), "--image-size", "8",
-             "--batch-size", "8", "--steps", "4", "--log-every", "2", "--sample-every", "2",
+             "--batch-size", "8", "--log-every", "2", "--sample-every", "2",
              "--checkpoint-every", "2", "--fid-every", "0", "--no-export"]
-    _run_workers(tmp_path, *flags, "--strategy", "multi_worker", "--out",
-                 str(tmp_path / "worker{index}"), module="training.train", timeout_s=600)
-    assert train.main([*flags, "--out", str(tmp_path / "one")]) == 0
+    run = tmp_path / "run"
 
-    workers = [_checkpoint_values(tmp_path / f"worker{index}") for index in range(2)]
-    one_process = _checkpoint_values(tmp_path / "one")
-    assert workers[0].keys() == workers[1].keys() == one_process.keys()
-    for name, value in workers[0].items():
-        np.testing.assert_array_equal(workers[1][name], value, err_msg=name)
-        # Adam's moments of near-zero gradients differ in the last digits: atol 1e-5.
-        np.testing.assert_allclose(value, one_process[name], rtol=2e-4, atol=1e-5, err_msg=name)
-    for index in range(2):
-        with open(tmp_path / f"worker{index}" / "metrics.csv") as file:
-            assert [line.split(",")[0] for line in file][1:] == ["2", "4"]
+    def workers(steps: int, *outs: str, expect_failure: bool = False) -> list[str]:
+        return _run_workers(
+            tmp_path, str(tmp_path / "weights{index}.npz"), *flags, "--steps", str(steps),
+            "--strategy", "multi_worker", "--out", *(outs or [str(run)]),
+            module="tests.training.train_recording_weights", timeout_s=600,
+            expect_failure=expect_failure)
+
+    workers(4)
+    workers(6)  # both resume from the chief's step-4 checkpoint
+    assert train.main([*flags, "--steps", "6", "--out", str(tmp_path / "one")]) == 0
+
+    # The workers end alike; the chief's folder is one run's worth of files, written once.
+    recorded = [np.load(tmp_path / f"weights{index}.npz") for index in range(2)]
+    for name in recorded[0].files:
+        np.testing.assert_array_equal(recorded[1][name], recorded[0][name], err_msg=name)
+    assert _run_files(run) == _run_files(tmp_path / "one")
+    with open(run / "metrics.csv") as file:
+        assert [line.split(",")[0] for line in file] == ["step", "2", "4", "6"]
+    assert not [path for index in range(2) for path in (tmp_path / f"tmp{index}").iterdir()]
+    assert_trained_alike(checkpoint_values(tmp_path / "one"), checkpoint_values(run), steps=6)
+
+    # A worker that cannot read the chief's folder (no shared filesystem) would resume from
+    # another step: both refuse, with the fix.
+    shutil.copytree(run, tmp_path / "unshared0")
+    for stderr in workers(8, str(tmp_path / "unshared{index}"), expect_failure=True):
+        assert "error: the workers resumed" in stderr and "from different steps (0, 6)" in stderr
+        assert "on a filesystem they share" in stderr and "Traceback" not in stderr
 
 
 @pytest.mark.multiworker

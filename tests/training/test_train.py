@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -12,6 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.training.concurrently import run_concurrently
+from tests.training.run_files import (
+    assert_same_checkpoints,
+    assert_trained_alike,
+    checkpoint_values,
+)
 from training import cli, losses, train
 from training.runs import RunFolderLock
 
@@ -32,6 +39,21 @@ def images_npz(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "blobs.npz"
     np.savez(path, x=images)
     return path
+
+
+@pytest.fixture(scope="module")
+def four_step_run(images_npz, tmp_path_factory) -> Path:
+    """A run trained to step 4 (checkpoints at 2 and 4), for the tests that start from one:
+    copy it with `_copy_of` rather than train it again."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0
+    return out
+
+
+def _copy_of(run: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy, ignore=shutil.ignore_patterns(".lock"))
+    return copy
 
 
 def _args(images_npz, out, steps, *extra):
@@ -73,14 +95,6 @@ def test_train_writes_the_run_folder_and_resumes(images_npz, tmp_path):
     assert (again["step"], again["normalization"], again["scale"]) == (6, "bssn", 1.2)
 
 
-def _checkpoint_values(run_dir: Path) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-
-    reader = tf.train.load_checkpoint(str(run_dir / "checkpoints"))
-    return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map()
-            if not name.startswith(("save_counter", "_CHECKPOINTABLE_OBJECT_GRAPH"))}
-
-
 def test_resumed_run_ends_where_an_uninterrupted_one_does(images_npz, tmp_path):
     # Weights, both optimizers' moments, u vectors, step, latents and the data order
     # all have to come back for the two runs to agree to the bit.
@@ -88,71 +102,44 @@ def test_resumed_run_ends_where_an_uninterrupted_one_does(images_npz, tmp_path):
     assert train.main(_args(images_npz, straight, 6, "--no-export")) == 0
     assert train.main(_args(images_npz, resumed, 2, "--no-export")) == 0
     assert train.main(_args(images_npz, resumed, 6, "--no-export")) == 0
-    expected, actual = _checkpoint_values(straight), _checkpoint_values(resumed)
-    assert expected.keys() == actual.keys()
+    expected, actual = checkpoint_values(straight), checkpoint_values(resumed)
     assert any("u_view2" in name for name in expected)
-    for name, value in expected.items():
-        np.testing.assert_array_equal(actual[name], value, err_msg=name)
+    assert_same_checkpoints(expected, actual)
 
 
-def test_changed_config_is_refused_unless_forced(images_npz, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
-    assert train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6")) == 2
+def test_changed_config_is_refused_unless_forced(images_npz, four_step_run, tmp_path, capsys):
+    out = _copy_of(four_step_run, tmp_path)
+    assert train.main(_args(images_npz, out, 6, "--no-export", "--scale", "1.6")) == 2
     assert "scale: 1.2 -> 1.6" in capsys.readouterr().err
-    assert train.main(_args(images_npz, out, 4, "--no-export", "--scale", "1.6",
+    assert train.main(_args(images_npz, out, 6, "--no-export", "--scale", "1.6",
                             "--force")) == 0
 
 
 def test_a_forced_change_the_checkpoints_cannot_take_leaves_the_run_as_it_was(
-        images_npz, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+        images_npz, four_step_run, tmp_path, capsys):
+    out = _copy_of(four_step_run, tmp_path)
     config = (out / "config.json").read_text()
     # Another latent size: the generator's first kernel no longer fits the checkpoints.
-    assert train.main(_args(images_npz, out, 4, "--no-export", "--force",
+    assert train.main(_args(images_npz, out, 6, "--no-export", "--force",
                             "--latent-dim", "16")) == cli.EXIT_USER_ERROR
     assert "none of the checkpoints" in capsys.readouterr().err
     assert (out / "config.json").read_text() == config
-    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0  # the original command
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0  # the original command
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, tmp_path,
-                                                                   capsys, monkeypatch):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, four_step_run,
+                                                                   tmp_path, capsys,
+                                                                   monkeypatch):
+    out = _copy_of(four_step_run, tmp_path)
     # Adam's normalized steps and SN keep this small GAN finite at any learning rate, so the
     # divergence is injected: the discriminator loss turns NaN from here on.
     hinge = losses.discriminator_loss
     monkeypatch.setattr(losses, "discriminator_loss",
                         lambda *args: tuple(term * float("nan") for term in hinge(*args)))
-    code = train.main(_args(images_npz, out, 6, "--no-export"))
+    code = train.main(_args(images_npz, out, 8, "--no-export"))
     assert code == cli.EXIT_NON_FINITE
     assert "The last good checkpoint is" in capsys.readouterr().err
-    checkpoints = sorted(p.name for p in (out / "checkpoints").glob("ckpt-*.index"))
-    assert checkpoints == ["ckpt-2.index"]
-
-
-def test_killed_run_resumes_from_its_last_checkpoint(images_npz, tmp_path):
-    out = tmp_path / "run"
-    command = [sys.executable, "-m", "training.train",
-               *_args(images_npz, out, 400, "--no-export")]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE)
-    deadline = time.time() + 240
-    while time.time() < deadline and not list((out / "checkpoints").glob("ckpt-4.index")):
-        time.sleep(0.5)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert list((out / "checkpoints").glob("ckpt-*.index")), process.stderr.read()[-2000:]
-
-    # Resume with a nearer target (the same 400 steps would only take longer).
-    resumed = subprocess.run(
-        [sys.executable, "-m", "training.train", *_args(images_npz, out, 8, "--no-export")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "Resuming" in resumed.stdout
+    assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index"]
 
 
 def _newest_checkpoint_step(run_dir: Path) -> int:
@@ -162,11 +149,11 @@ def _newest_checkpoint_step(run_dir: Path) -> int:
 
 def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(images_npz,
                                                                             tmp_path):
-    steps = 120
+    # A checkpoint every step: each kill can land in a save, or just after one.
+    steps, flags = 40, ("--no-export", "--checkpoint-every", "1", "--sample-every", "20")
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    assert train.main(_args(images_npz, straight, steps, "--no-export")) == 0
-    command = [sys.executable, "-m", "training.train",
-               *_args(images_npz, killed, steps, "--no-export")]
+    assert train.main(_args(images_npz, straight, steps, *flags)) == 0
+    command = [sys.executable, "-m", "training.train", *_args(images_npz, killed, steps, *flags)]
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     rng = np.random.default_rng(0)
     kills = 0
@@ -189,10 +176,7 @@ def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(imag
     assert subprocess.run(command, cwd=REPO, env=env, capture_output=True,
                           timeout=300).returncode == 0
 
-    expected, actual = _checkpoint_values(straight), _checkpoint_values(killed)
-    assert expected.keys() == actual.keys()
-    for name, value in expected.items():
-        np.testing.assert_array_equal(actual[name], value, err_msg=name)
+    assert_same_checkpoints(checkpoint_values(straight), checkpoint_values(killed))
     assert not list((killed / "checkpoints").glob("*_temp*"))
 
 
@@ -229,7 +213,7 @@ def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signa
     assert np.isfinite(float(row["d_loss"]))
 
 
-@pytest.mark.parametrize("flags, message", [
+_BAD_SETTINGS = [
     (["--steps", "0"], "--steps 0 is invalid"),
     (["--g-lr", "-1"], "--g-lr -1.0 is invalid"),
     (["--beta1", "2"], "--beta1 2.0 is invalid"),
@@ -239,13 +223,29 @@ def test_interrupt_saves_a_checkpoint_and_exits(images_npz, tmp_path, stop_signa
     (["--export-name", "../../x"], "--export-name '../../x' is invalid"),
     (["--dataset", "mnist"], "--dataset 'mnist' is invalid"),
     (["--image-size", "30"], "--image-size 30 is invalid"),
-])
-def test_bad_settings_are_refused_before_anything_is_written(images_npz, tmp_path, flags,
-                                                              message):
-    out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "training.train", *_args(images_npz, out, 4), *flags],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+]
+
+
+@pytest.fixture(scope="module")
+def bad_setting_runs(images_npz, tmp_path_factory) -> dict[str, tuple]:
+    """Each bad setting given to the command (a subprocess each, several at a time): the
+    result, and the run folder it was told to write."""
+    folder = tmp_path_factory.mktemp("bad-settings")
+
+    def run_case(case):
+        flags, message = case
+        out = folder / str(_BAD_SETTINGS.index(case))
+        return out, subprocess.run(
+            [sys.executable, "-m", "training.train", *_args(images_npz, out, 4), *flags],
+            cwd=REPO, capture_output=True, text=True, timeout=300)
+
+    return {message: result for (_, message), result
+            in zip(_BAD_SETTINGS, run_concurrently(run_case, _BAD_SETTINGS))}
+
+
+@pytest.mark.parametrize("message", [message for _, message in _BAD_SETTINGS])
+def test_bad_settings_are_refused_before_anything_is_written(bad_setting_runs, message):
+    out, result = bad_setting_runs[message]
     assert result.returncode == 2, result.stderr
     assert f"error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
@@ -256,9 +256,9 @@ def _checkpoint_names(out):
     return sorted(path.name for path in (out / "checkpoints").glob("ckpt-*.index"))
 
 
-def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, tmp_path, capsys):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0
+def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, four_step_run,
+                                                                  tmp_path, capsys):
+    out = _copy_of(four_step_run, tmp_path)
     (out / "checkpoints" / "checkpoint").write_text("garbage {{{")
     (out / "checkpoints" / "ckpt-6_temp").mkdir()  # a save killed midway
     capsys.readouterr()
@@ -272,10 +272,9 @@ def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, tmp
         assert [row["step"] for row in csv.DictReader(file)] == ["2", "4", "6"]
 
 
-def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(images_npz, tmp_path,
-                                                                      capsys):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 4, "--no-export")) == 0
+def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(images_npz, four_step_run,
+                                                                      tmp_path, capsys):
+    out = _copy_of(four_step_run, tmp_path)
     for data_file in (out / "checkpoints").glob("ckpt-4.data-*"):
         data_file.write_bytes(data_file.read_bytes()[:100])
     capsys.readouterr()
@@ -286,16 +285,16 @@ def test_a_truncated_newest_checkpoint_falls_back_to_the_previous_one(images_npz
     assert (out / "checkpoints" / "ckpt-2.index").exists()
 
 
-def test_no_restorable_checkpoint_stops_with_an_error_and_keeps_the_files(images_npz, tmp_path,
-                                                                          capsys):
-    out = tmp_path / "run"
-    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0
+def test_no_restorable_checkpoint_stops_with_an_error_and_keeps_the_files(images_npz,
+                                                                          four_step_run,
+                                                                          tmp_path, capsys):
+    out = _copy_of(four_step_run, tmp_path)
     damaged = {}
     for data_file in (out / "checkpoints").glob("ckpt-*.data-*"):
         data_file.write_bytes(b"x" * 10)
         damaged[data_file] = data_file.read_bytes()
     capsys.readouterr()
-    assert train.main(_args(images_npz, out, 4, "--no-export")) == cli.EXIT_USER_ERROR
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == cli.EXIT_USER_ERROR
     assert "none of the checkpoints" in capsys.readouterr().err
     assert all(path.read_bytes() == content for path, content in damaged.items())
 
@@ -334,31 +333,25 @@ def test_the_command_on_two_replicas_trains_as_on_one_device(images_npz, tmp_pat
     one, two = tmp_path / "one", tmp_path / "two"
     assert train.main(_args(images_npz, one, 4, "--no-export")) == 0
     assert train.main(_args(images_npz, two, 4, "--no-export", "--strategy", "mirrored")) == 0
-    expected, actual = _checkpoint_values(one), _checkpoint_values(two)
-    assert expected.keys() == actual.keys()
-    # The same maths, summed in another order. At initialization many LeakyReLU inputs sit
-    # near 0, where a rounding difference switches the slope (1 or 0.1), so single gradient
-    # entries (and Adam's moments) can differ a lot; Adam still moves a weight at most about
-    # lr = 1e-4 per step, so after 4 steps the weights agree within 8e-4, and the logged
-    # means within 1%.
-    for name, value in expected.items():
-        if name.startswith("gan/"):  # the networks' weights, vectors and BatchNorm statistics
-            np.testing.assert_allclose(actual[name], value, rtol=1e-3, atol=8e-4, err_msg=name)
+    assert_trained_alike(checkpoint_values(one), checkpoint_values(two), steps=4)
     rows = {}
     for run in (one, two):
         with open(run / "metrics.csv") as file:
             rows[run] = list(csv.DictReader(file))
     assert [row["step"] for row in rows[two]] == ["2", "4"]
     for row_one, row_two in zip(rows[one], rows[two]):
-        for column in ("d_loss", "g_loss", "d_real", "d_fake", "diversity"):
+        for column in ("d_loss", "g_loss", "d_real", "d_fake", "diversity"):  # within 1%
             np.testing.assert_allclose(float(row_two[column]), float(row_one[column]),
                                        rtol=1e-2, atol=1e-5, err_msg=column)
 
 
-def test_a_second_run_on_a_busy_run_folder_is_refused(images_npz, tmp_path, capsys):
-    out = tmp_path / "run"
+def test_a_second_run_on_a_busy_run_folder_is_refused(images_npz, four_step_run, tmp_path,
+                                                      capsys):
+    out = _copy_of(four_step_run, tmp_path)
+    metrics = (out / "metrics.csv").read_text()
     with RunFolderLock(out):  # as if another process were training there
-        assert train.main(_args(images_npz, out, 2, "--no-export")) == cli.EXIT_USER_ERROR
+        assert train.main(_args(images_npz, out, 6, "--no-export")) == cli.EXIT_USER_ERROR
     assert "is in use by another training run (pid " in capsys.readouterr().err
-    assert not (out / "config.json").exists()
-    assert train.main(_args(images_npz, out, 2, "--no-export")) == 0  # free again
+    assert (out / "metrics.csv").read_text() == metrics and _checkpoint_names(out)[-1] == \
+        "ckpt-4.index"
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0  # free again

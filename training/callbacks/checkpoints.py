@@ -48,10 +48,16 @@ class RunCheckpoint:
         gan.g_optimizer.build(gan.generator.trainable_variables)
         self.checkpoint = tf.train.Checkpoint(gan=gan, d_optimizer=gan.d_optimizer,
                                               g_optimizer=gan.g_optimizer)
+        # Created now, not by the first restore: under MultiWorkerMirroredStrategy creating a
+        # variable is a collective, and a worker with nothing to restore would skip it.
+        _ = self.checkpoint.save_counter
         self.directory = os.fspath(directory)
         self.max_to_keep = max_to_keep
         self._remove_unfinished_saves()
         self.manager = self._manager()
+        # The step of the newest checkpoint restored or saved by this process: every worker of
+        # a cluster decides from it alike when to save (a save runs collectives on all).
+        self.saved_step: int | None = None
 
     def _manager(self) -> tf.train.CheckpointManager:
         return tf.train.CheckpointManager(self.checkpoint, self.directory,
@@ -67,12 +73,13 @@ class RunCheckpoint:
             if name.endswith("_temp") and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
 
-    def _numbers_on_disk(self) -> list[int]:
+    @staticmethod
+    def _numbers_on_disk(directory: str) -> list[int]:
         """Checkpoint numbers with an index file, newest first."""
-        if not os.path.isdir(self.directory):
+        if not os.path.isdir(directory):
             return []
         numbers = [int(match.group(1)) for match in map(_CHECKPOINT_INDEX.fullmatch,
-                                                        os.listdir(self.directory)) if match]
+                                                        os.listdir(directory)) if match]
         return sorted(numbers, reverse=True)
 
     @property
@@ -84,25 +91,33 @@ class RunCheckpoint:
     def latest(self) -> str | None:
         return self.manager.latest_checkpoint
 
-    def restore(self) -> int:
+    def restore(self, from_directory: str | os.PathLike | None = None) -> int:
         """Restores the newest checkpoint that reads, and returns its step (0 without any).
+
+        Args:
+            from_directory: read the checkpoints of this folder instead of our own, and
+                leave it as it is (a worker that is not the chief reads the chief's).
 
         Raises:
             CheckpointError: checkpoints exist and none of them restores.
         """
-        numbers = self._numbers_on_disk()
+        directory = self.directory if from_directory is None else os.fspath(from_directory)
+        numbers = self._numbers_on_disk(directory)
         if not numbers:
             return 0
         newest_listed = self.latest
         skipped = []
         for number in numbers:
-            path = os.path.join(self.directory, f"ckpt-{number}")
+            path = os.path.join(directory, f"ckpt-{number}")
             try:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except Exception as error:  # a truncated or corrupt file raises many kinds
                 skipped.append(f"{os.path.basename(path)} ({type(error).__name__}: "
                                f"{str(error).splitlines()[0][:200] if str(error) else ''})")
                 continue
+            self.saved_step = number
+            if from_directory is not None:
+                return self.step
             if skipped or newest_listed != path:
                 self._rewrite_state(numbers, number)
                 print(f"warning: resumed from {path}"
@@ -112,7 +127,7 @@ class RunCheckpoint:
                       file=sys.stderr, flush=True)
             return self.step
         raise CheckpointError(
-            f"none of the checkpoints in {self.directory} restores: {'; '.join(skipped)}. "
+            f"none of the checkpoints in {directory} restores: {'; '.join(skipped)}. "
             "Move the folder aside and start a new run (or give another --out); the files "
             "were left as they are.")
 
@@ -127,7 +142,9 @@ class RunCheckpoint:
 
     def save(self) -> str:
         """Writes a checkpoint numbered by the current step and returns its path."""
-        return self.manager.save(checkpoint_number=self.step)
+        path = self.manager.save(checkpoint_number=self.step)
+        self.saved_step = self.step
+        return path
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -152,9 +169,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.nonfinite_weights_step: int | None = None
 
     def _save_if_new(self) -> None:
-        latest = self.checkpoint.latest
-        saved_step = int(latest.rsplit("-", 1)[-1]) if latest else -1
-        if self.checkpoint.step == saved_step or not self.is_healthy():
+        if self.checkpoint.step == self.checkpoint.saved_step or not self.is_healthy():
             return
         if not weights_are_finite(self.model):
             # An update can overflow the weights while the logged losses (computed before it)

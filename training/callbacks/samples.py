@@ -11,6 +11,12 @@ from training.images import save_grid_png
 from training.callbacks.steps import generator_step
 
 
+def grid_latents(seed: int, num_images: int, latent_dim: int) -> np.ndarray:
+    """The fixed latent batch of a run's sample grids (float32, standard normal)."""
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((num_images, latent_dim)).astype("float32")
+
+
 def to_uint8(images) -> np.ndarray:
     """Images in [-1, 1] to uint8 in [0, 255]."""
     images = np.asarray(keras.ops.convert_to_numpy(images), np.float32)
@@ -51,8 +57,7 @@ class SampleGridCallback(keras.callbacks.Callback):
         self._last_step = None
 
     def _latents(self) -> np.ndarray:
-        rng = np.random.default_rng(self.seed)
-        return rng.standard_normal((self.num_images, self.model.latent_dim)).astype("float32")
+        return grid_latents(self.seed, self.num_images, self.model.latent_dim)
 
     def save(self, step: int) -> str:
         """Writes the grid for `step` and returns its path."""

@@ -4,7 +4,8 @@ Unreadable images. A copy or download cut short leaves empty or truncated files,
 download an HTML page named `.jpg`. One such file among 15,000 must not end a run hours in,
 and every resume of it at the same batch, so files that cannot be read or decoded are
 skipped: a warning on stderr names each as the pipeline meets it, and one at the end of each
-pass through the files says how many were skipped. Only a folder where no file decodes is an
+pass through the files says how many were skipped (a training run also appends both to
+`skipped_images.log` in its run folder). Only a folder where no file decodes is an
 error (`ValueError`, raised up front).
 
 They are found where the pipeline decodes every file anyway, in its first pass. A check when
@@ -36,13 +37,14 @@ _UNREADABLE = "empty, truncated or not a JPEG, PNG, BMP, GIF or WebP image"
 
 def folder_source(
     data_dir: Path, split: str, image_size: int | None, crop_size: int | None,
-    antialias: bool,
+    antialias: bool, skipped_log: Path | None = None,
 ) -> Source:
     """Loads the image files of a folder or archive, skipping those that cannot be decoded.
 
     Args:
         data_dir: a folder of images (flat or in class subfolders) or an archive of one.
         split, image_size, crop_size, antialias: as for `load_images`.
+        skipped_log: a file to append the warnings about skipped images to, besides stderr.
 
     Returns:
         The images, in an order that mixes classes; `num_images` counts the files.
@@ -55,7 +57,7 @@ def folder_source(
     # Named as inside the folder or archive: an archive's cache folder means nothing to users.
     names = [Path(path).relative_to(top).as_posix() for path in paths]
     height, width = _first_readable_shape(paths, names, data_dir)
-    images = _decode_files(paths, names, data_dir)
+    images = _decode_files(paths, names, data_dir, skipped_log)
     size = image_size or crop_size
     if size is None:
         images = images.map(lambda path, image: _checked_shape(path, image, (height, width, 3)))
@@ -134,7 +136,8 @@ def _first_readable_shape(paths: list[str], names: list[str], data_dir: Path) ->
     )
 
 
-def _decode_files(paths: list[str], names: list[str], data_dir: Path) -> tf.data.Dataset:
+def _decode_files(paths: list[str], names: list[str], data_dir: Path,
+                  skipped_log: Path | None = None) -> tf.data.Dataset:
     """Decodes image files to uint8 RGB, in order, as (path, image) pairs.
 
     Grayscale images become RGB; an alpha channel is dropped (transparent pixels keep their
@@ -146,6 +149,15 @@ def _decode_files(paths: list[str], names: list[str], data_dir: Path) -> tf.data
     num_files = len(paths)
     all_names = tf.constant(names)
     skip_warning = f"warning: skipped unreadable image in {data_dir}: "
+    streams = [sys.stderr] + ([f"file://{Path(skipped_log).resolve()}"] if skipped_log else [])
+
+    def warn_if(condition: tf.Tensor, message: tf.Tensor) -> None:
+        def print_message() -> tf.Tensor:
+            for stream in streams:
+                tf.print(message, output_stream=stream)
+            return tf.constant(True)
+
+        tf.cond(condition, print_message, lambda: tf.constant(False))
 
     def decode(index: tf.Tensor, path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         return index, path, decode_image(tf.io.read_file(path))
@@ -158,8 +170,8 @@ def _decode_files(paths: list[str], names: list[str], data_dir: Path) -> tf.data
         at_end = tf.equal(index, num_files)
         # "missing": deleted since listed, which only the pipeline can find.
         lines = tf.strings.join([skip_warning, skipped, f" (missing, {_UNREADABLE})"])
-        _print_if(tf.size(skipped) > 0, tf.strings.reduce_join(lines, separator="\n"))
-        _print_if(at_end & (num_skipped > 0), tf.strings.join([
+        warn_if(tf.size(skipped) > 0, tf.strings.reduce_join(lines, separator="\n"))
+        warn_if(at_end & (num_skipped > 0), tf.strings.join([
             "warning: skipped ", tf.strings.as_string(num_skipped),
             f" unreadable image(s) of {num_files} in {data_dir}; using the other ",
             tf.strings.as_string(num_files - num_skipped), ".",
@@ -188,14 +200,6 @@ def _decode_files(paths: list[str], names: list[str], data_dir: Path) -> tf.data
     return checked.filter(lambda index, path, image: index < num_files).map(
         lambda index, path, image: (path, image)
     )
-
-
-def _print_if(condition: tf.Tensor, message: tf.Tensor) -> None:
-    def print_message() -> tf.Tensor:
-        tf.print(message, output_stream=sys.stderr)
-        return tf.constant(True)
-
-    tf.cond(condition, print_message, lambda: tf.constant(False))
 
 
 def _checked_shape(path: tf.Tensor, image: tf.Tensor, expected: tuple[int, int, int]) -> tf.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
 from training.data.preprocessing import Source, to_unit_range
@@ -72,6 +74,7 @@ def make_train_dataset(
     start_batch: int = 0,
     crop_size: int | None = None,
     antialias: bool = True,
+    skipped_log: Path | None = None,
 ) -> tf.data.Dataset:
     """Endless shuffled batches of float32 images in [-1, 1], shaped (batch_size, S, S, 3).
 
@@ -91,6 +94,8 @@ def make_train_dataset(
             busy 2-core CPU). Images read from the source every epoch would have to be
             decoded to be skipped, so for them the order is reseeded with `start_batch`
             instead: reproducible, but not the uninterrupted order.
+        skipped_log: a file to which the warnings about unreadable images of a `folder`
+            data set are appended too (each file skipped, and the count of each pass).
 
     Returns:
         A repeating `tf.data.Dataset` of float32 batches.
@@ -99,7 +104,8 @@ def make_train_dataset(
         raise ValueError(f"batch_size must be positive; got {batch_size}.")
     if start_batch < 0:
         raise ValueError(f"start_batch must be 0 or positive; got {start_batch}.")
-    source = load_source(dataset, data_dir, split, image_size, crop_size, antialias)
+    source = load_source(dataset, data_dir, split, image_size, crop_size, antialias,
+                         skipped_log)
     images = source.images
     cached = cache and _fits_in_memory(source)
     if cached:

@@ -16,12 +16,13 @@ DATASETS = (*TFDS_SPECS, "folder", "npz")
 
 def load_source(
     dataset: str, data_dir: str | None, split: str, image_size: int | None,
-    crop_size: int | None = None, antialias: bool = True,
+    crop_size: int | None = None, antialias: bool = True, skipped_log: Path | None = None,
 ) -> Source:
     """Checks the arguments of `load_images` and loads the uint8 images they name.
 
     Args:
         dataset, data_dir, split, image_size, crop_size, antialias: as for `load_images`.
+        skipped_log: as for `make_train_dataset`.
 
     Returns:
         The source's square uint8 images.
@@ -39,7 +40,7 @@ def load_source(
         raise DataError(f"--dataset {dataset} needs --data-dir: {what}.")
     if dataset == "folder":
         return folder_source(Path(data_dir).expanduser(), split, image_size, crop_size,
-                             antialias)
+                             antialias, skipped_log)
     return array_source(Path(data_dir).expanduser(), split, image_size, crop_size, antialias)
 
 

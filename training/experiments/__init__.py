@@ -4,6 +4,7 @@
 - `gradients`: the discriminator's weight-gradient norms over the first training steps.
 - `sweep`: short training runs over normalizations x scales x seeds, with KID over steps.
 - `collapse`: the seed study of when (if ever) the CIFAR-10 CNN GAN collapses, per setting.
+- `artifacts`: the share of a run's samples that is one pattern repeated in every image.
 
 Each writes `<experiment>.csv` and `<experiment>.png` to the folder it is given. What more than
 one of them uses: `normalizations` (names and scales), `reporting` (CSV files and figures) and

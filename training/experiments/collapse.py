@@ -23,7 +23,7 @@ import csv
 import dataclasses
 import math
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOLD,
@@ -37,11 +37,11 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
-RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "final_diversity",
+RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "recovery_step",
+               "collapsed_at_end", "final_diversity",
                "min_diversity", "max_d_real", "final_d_real", "final_grad_norm_fake")
 LOG_COLUMNS = ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_norm_fake",
                "d_loss", "g_loss")
-_BOOLEAN_SETTINGS = {"true": True, "false": False}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,14 +63,14 @@ class Cell:
                               f"bssn:1.2:official; got {spec!r}.")
         norm, scale, semantics_name = parts
         semantics(semantics_name)  # refuses an unknown name
-        fields = {field.name: field.type for field in dataclasses.fields(TrainConfig)}
+        fields = {field.name for field in dataclasses.fields(TrainConfig)}
         overrides = []
         for extra in extras:
             name, _, value = extra.partition("=")
             if name not in fields or not value:
                 raise ConfigError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
                                   "setting of TrainConfig.")
-            overrides.append((name, _setting_value(value)))
+            overrides.append((name, TrainConfig.parse_setting(name, value)))
         try:
             scale_value = float(scale)
         except ValueError:
@@ -97,17 +97,6 @@ class Cell:
         """The run folder of this cell for one seed under the study's folder `root`."""
         safe = self.name.replace(":", "-").replace("+", "_").replace("=", "-")
         return root / "runs" / f"{safe}-s{seed}"
-
-
-def _setting_value(text: str) -> Any:
-    if text.lower() in _BOOLEAN_SETTINGS:
-        return _BOOLEAN_SETTINGS[text.lower()]
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], steps: int,
@@ -186,11 +175,35 @@ def collapse_step(rows: Sequence[dict[str, float]], threshold: float = DIVERSITY
     >>> collapse_step(rows)
     550
     """
+    return _first_streak((row for row in rows if row["step"] >= warm_up_steps),
+                         lambda diversity: diversity < threshold, patience)
+
+
+def recovery_step(rows: Sequence[dict[str, float]], collapsed_at: int,
+                  threshold: float = DIVERSITY_THRESHOLD,
+                  patience: int = DIVERSITY_PATIENCE) -> int | None:
+    """The first step after `collapsed_at` that starts `patience` log rows in a row with the
+    diversity back at or above `threshold`, or None (a collapse counts whether or not the run
+    recovers; this says whether it did).
+
+    Example:
+
+    >>> rows = [{"step": s, "diversity": d} for s, d in [(550, .1), (600, .5), (650, .6),
+    ...                                                   (700, .7)]]
+    >>> recovery_step(rows, 550)
+    600
+    """
+    return _first_streak((row for row in rows if row["step"] > collapsed_at),
+                         lambda diversity: diversity >= threshold, patience)
+
+
+def _first_streak(rows: Iterable[dict[str, float]], holds: Callable[[float], bool],
+                  patience: int) -> int | None:
+    """The step of the first row that starts `patience` rows in a row whose diversity
+    `holds`, or None."""
     streak_start, streak = None, 0
     for row in rows:
-        if row["step"] < warm_up_steps:
-            continue
-        if row.get("diversity", math.nan) < threshold:
+        if holds(row.get("diversity", math.nan)):
             streak_start = row["step"] if streak == 0 else streak_start
             streak += 1
             if streak >= patience:
@@ -205,10 +218,12 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]]) -> di
     if not rows:
         return {"cell": cell.name, "seed": seed, "steps": 0}
     step = collapse_step(rows)
+    recovered = None if step is None else recovery_step(rows, step)
     last = rows[-1]
     return {
         "cell": cell.name, "seed": seed, "steps": int(last["step"]),
-        "collapsed": step is not None, "collapse_step": step,
+        "collapsed": step is not None, "collapse_step": step, "recovery_step": recovered,
+        "collapsed_at_end": step is not None and recovered is None,
         "final_diversity": last.get("diversity"),
         "min_diversity": min(row.get("diversity", math.nan) for row in rows),
         "max_d_real": max(row.get("d_real", math.nan) for row in rows),
@@ -218,13 +233,17 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]]) -> di
 
 
 def cell_verdicts(run_rows: Sequence[dict[str, Any]], steps: int) -> list[str]:
-    """One line per cell: collapsed runs out of finished ones, with their steps."""
+    """One line per cell: collapsed runs out of finished ones, with their steps (and the step
+    each recovered at, if it did)."""
     lines = []
     for cell in dict.fromkeys(row["cell"] for row in run_rows):
         rows = [row for row in run_rows if row["cell"] == cell]
         finished = [row for row in rows if row["steps"] >= steps or row.get("collapsed")]
         collapsed = [row for row in finished if row.get("collapsed")]
-        where = ", ".join(f"seed {row['seed']} at {row['collapse_step']}" for row in collapsed)
+        where = ", ".join(
+            f"seed {row['seed']} at {row['collapse_step']}"
+            + (f", recovered at {row['recovery_step']}" if row.get("recovery_step") else "")
+            for row in collapsed)
         lines.append(f"{cell}: collapsed in {len(collapsed)} of {len(finished)} finished runs"
                      + (f" ({where})" if where else "")
                      + (f"; {len(rows) - len(finished)} unfinished" if len(finished) < len(rows)
