@@ -96,7 +96,8 @@ def _collapse(args: argparse.Namespace) -> list[str]:
 
 
 def _artifacts(args: argparse.Namespace) -> list[str]:
-    return artifacts.summary(artifacts.run(args.out, args.run, args.steps, args.num_images))
+    return artifacts.summary(artifacts.run(args.out, args.run, args.steps, args.num_images,
+                                           args.lattice_period))
 
 
 _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep": _sweep,
@@ -173,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="checkpoint steps to measure (0: the generator as initialized)")
     pattern.add_argument("--num-images", type=cli.positive_int, default=64,
                          help="samples (the run's grid latents) and real images")
+    pattern.add_argument("--lattice-period", type=cli.positive_int, default=8,
+                         help="period in pixels of the lattice the upsamplings leave (8 for "
+                              "the CNN's three stride-2 transposed convolutions)")
     return parser
 
 

@@ -128,6 +128,18 @@ def test_shared_pattern_share_tells_a_repeated_pattern_from_independent_images()
     assert artifacts.shared_pattern_share(np.ones((4, 8, 8, 3))) == 0.0
 
 
+def test_lattice_power_share_finds_a_pattern_on_the_upsampling_grid():
+    rng = np.random.default_rng(4)
+    noise = rng.standard_normal((64, 32, 32, 3))
+    tile = rng.standard_normal((1, 8, 8, 3))
+    lattice = np.tile(tile, (1, 4, 4, 1))  # repeats every 8 pixels
+    # Its fine detail repeats too (but at the edges, which the blur repeats): on the lattice.
+    assert artifacts.lattice_power_share(noise + lattice, 8) > 0.8
+    # A pattern without the period spreads its power: about 1/8^2 on the lattice.
+    assert artifacts.lattice_power_share(noise + rng.standard_normal((1, 32, 32, 3)), 8) < 0.15
+    assert artifacts.lattice_power_share(np.ones((4, 32, 32, 3)), 8) == 0.0
+
+
 @pytest.mark.slow
 def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_npz, tmp_path,
                                                                        capsys):
@@ -138,13 +150,14 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
                        "--out", str(run)]) == 0
     out = tmp_path / "artifacts"
     assert analyze.main(["artifacts", str(run), "--steps", "0", "2", "--num-images", "8",
-                         "--out", str(out)]) == 0
+                         "--lattice-period", "4", "--out", str(out)]) == 0
     columns, rows = _read(out / "artifacts.csv")
     assert tuple(columns) == artifacts.COLUMNS
     assert [(row["step"], row["mode"]) for row in rows] == [
         ("", "real"), ("0", "inference"), ("0", "training"), ("2", "inference"),
         ("2", "training")]
-    assert all(0 <= float(row["shared_share"]) <= 1 for row in rows)
+    assert all(0 <= float(row[column]) <= 1 for row in rows
+               for column in ("shared_share", "lattice_share"))
     for step in (0, 2):
         for mode in artifacts.MODES:
             _assert_png(out / f"step_{step:07d}_{mode}.png")

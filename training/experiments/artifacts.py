@@ -4,7 +4,10 @@ every image, whatever the latent, and whether the inference-mode BatchNorm stati
 `shared_pattern_share` measures it: the fine detail of each image (the image minus its 3x3
 box blur), and the share of its energy that is common to all images (the energy of the mean
 detail over the mean energy of one image's detail). Independent images give about 1/N for N
-images; the same pattern in every image gives up to 1.
+images; the same pattern in every image gives up to 1. `lattice_power_share` says where that
+common detail lies: the share of its power at the frequencies of a lattice of period P pixels
+(P = 8 for three stride-2 upsamplings, as in the CNN generator: the phase grid of its
+transposed convolutions), against about 1/P^2 for a pattern without that structure.
 
 `run` restores a run's generator at several checkpoints (step 0: as initialized), draws the
 run's grid latents in both BatchNorm modes (`inference`: the moving statistics, as the sample
@@ -30,7 +33,7 @@ from training.trainer import gan_at_step
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLUMNS = ("step", "mode", "shared_share", "num_images")
+COLUMNS = ("step", "mode", "shared_share", "lattice_share", "num_images")
 MODES = ("inference", "training")
 
 
@@ -43,33 +46,64 @@ def shared_pattern_share(images: np.ndarray) -> float:
     >>> round(shared_pattern_share(np.repeat(pattern, 16, axis=0)), 6)
     1.0
     """
+    detail = _fine_detail(images)
+    energy = np.mean(np.sum(detail ** 2, axis=(1, 2, 3)))
+    return float(np.sum(detail.mean(axis=0) ** 2) / energy) if energy > 0 else 0.0
+
+
+def lattice_power_share(images: np.ndarray, period: int) -> float:
+    """The share of the power of the images' common fine detail (their mean detail) at the
+    frequencies of a lattice of `period` pixels (whole multiples of size/period cycles on both
+    axes, the constant left out).
+
+    Example:
+
+    >>> rows = np.arange(16)[:, None] % 8 == 4
+    >>> lattice = np.repeat((rows & rows.T)[None, :, :, None], 4, axis=0).astype(float)
+    >>> round(lattice_power_share(lattice, 8), 6)
+    1.0
+    """
+    common = _fine_detail(images).mean(axis=0)
+    height, width = common.shape[:2]
+    power = np.sum(np.abs(np.fft.fft2(common, axes=(0, 1))) ** 2, axis=-1)
+    on_lattice = np.zeros((height, width), bool)
+    on_lattice[::max(height // period, 1), ::max(width // period, 1)] = True
+    on_lattice[0, 0] = False
+    total = power.sum() - power[0, 0]
+    return min(float(power[on_lattice].sum() / total), 1.0) if total > 0 else 0.0
+
+
+def _fine_detail(images: np.ndarray) -> np.ndarray:
+    """Each image minus its 3x3 box blur (edges repeated)."""
     images = np.asarray(images, np.float64)
     height, width = images.shape[1:3]
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
     blurred = sum(padded[:, row:row + height, column:column + width]
                   for row in range(3) for column in range(3)) / 9.0
-    detail = images - blurred
-    energy = np.mean(np.sum(detail ** 2, axis=(1, 2, 3)))
-    return float(np.sum(detail.mean(axis=0) ** 2) / energy) if energy > 0 else 0.0
+    return images - blurred
 
 
 def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],
-        num_images: int = 64) -> list[dict[str, Any]]:
+        num_images: int = 64, lattice_period: int = 8) -> list[dict[str, Any]]:
     """Measures the run's generator at each of `steps` in both BatchNorm modes and a real
     batch; writes `artifacts.csv` and the grids to `out`, and returns the rows."""
+
+    def measured(images: np.ndarray) -> dict[str, Any]:
+        return {"shared_share": shared_pattern_share(images),
+                "lattice_share": lattice_power_share(images, lattice_period),
+                "num_images": len(images)}
+
     config = saved_config(run_dir)
     real = np.stack(list(data.load_images(**config.data_source(), split="train")
                          .take(num_images).as_numpy_iterator()))
-    rows = [{"step": "", "mode": "real", "shared_share": shared_pattern_share(real),
-             "num_images": len(real)}]
+    rows = [{"step": "", "mode": "real", **measured(real)}]
     for step in steps:
         generator = gan_at_step(config, run_dir, step).generator
         latents = grid_latents(config.seed, num_images, config.latent_dim)
         for mode in MODES:
             images = np.asarray(generator(latents, training=mode == "training"))
             save_grid_png(to_uint8(images), out / f"step_{step:07d}_{mode}.png")
-            rows.append({"step": step, "mode": mode, "shared_share":
-                         shared_pattern_share(images), "num_images": num_images})
+            rows.append({"step": step, "mode": mode, **measured(images)})
     reporting.write_csv(out / "artifacts.csv", rows, COLUMNS)
     reporting.save_figure(plot(rows, f"{run_dir.name}: detail common to all {num_images} "
                                      "samples"), out / "artifacts.png")
@@ -96,12 +130,15 @@ def plot(rows: Sequence[dict[str, Any]], title: str) -> Figure:
 
 
 def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per step: the shared share in each mode, next to the real batch's."""
-    real = next(row["shared_share"] for row in rows if row["mode"] == "real")
-    lines = [f"real images: shared share {real:.3f} (independent images: about "
-             f"{1 / rows[0]['num_images']:.3f})"]
+    """One line per step: the shared share in each mode and how much of it lies on the
+    lattice, next to the real batch's."""
+    real = next(row for row in rows if row["mode"] == "real")
+    lines = [f"real images: shared share {real['shared_share']:.3f} (independent images: "
+             f"about {1 / real['num_images']:.3f})"]
     for step in dict.fromkeys(row["step"] for row in rows if row["mode"] != "real"):
-        shares = {row["mode"]: row["shared_share"] for row in rows if row["step"] == step}
-        lines.append(f"step {step}: shared share {shares['inference']:.3f} with the moving "
-                     f"BatchNorm statistics, {shares['training']:.3f} with the batch's own")
+        by_mode = {row["mode"]: row for row in rows if row["step"] == step}
+        lines.append(
+            f"step {step}: shared share {by_mode['inference']['shared_share']:.3f} with the "
+            f"moving BatchNorm statistics, {by_mode['training']['shared_share']:.3f} with the "
+            f"batch's own; {by_mode['inference']['lattice_share']:.3f} of it on the lattice")
     return lines
