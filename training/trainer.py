@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import callbacks, data
-from training.callbacks.checkpoints import weights_are_finite
+from training.callbacks.checkpoints import checkpoint_steps, weights_are_finite
 from training.callbacks.steps import generator_step
 from training.distribute import gather_across_workers, make_strategy
 from training.errors import RunFolderError, Stopped
@@ -119,12 +119,11 @@ def gan_at_step(config: TrainConfig, run_dir: pathlib.Path, step: int) -> GAN:
     keras.utils.set_random_seed(config.seed)
     gan = build_gan(config)
     if step:
-        path = run_dir / "checkpoints" / f"ckpt-{step}"
-        if not path.with_suffix(".index").exists():
-            kept = sorted(int(index.stem.split("-")[1])
-                          for index in (run_dir / "checkpoints").glob("ckpt-*.index"))
+        kept = checkpoint_steps(run_dir / "checkpoints")
+        if step not in kept:
             raise RunFolderError(f"{run_dir} has no checkpoint of step {step}; it keeps "
-                                 f"steps {kept or 'none'}.")
+                                 f"steps {sorted(kept) or 'none'}.")
+        path = run_dir / "checkpoints" / f"ckpt-{step}"
         tf.train.Checkpoint(gan=gan).restore(str(path)).expect_partial()
     return gan
 

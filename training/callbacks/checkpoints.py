@@ -73,15 +73,6 @@ class RunCheckpoint:
             if name.endswith("_temp") and os.path.isdir(path):
                 shutil.rmtree(path, ignore_errors=True)
 
-    @staticmethod
-    def _numbers_on_disk(directory: str) -> list[int]:
-        """Checkpoint numbers with an index file, newest first."""
-        if not os.path.isdir(directory):
-            return []
-        numbers = [int(match.group(1)) for match in map(_CHECKPOINT_INDEX.fullmatch,
-                                                        os.listdir(directory)) if match]
-        return sorted(numbers, reverse=True)
-
     @property
     def step(self) -> int:
         """The generator step the GAN is at."""
@@ -102,7 +93,7 @@ class RunCheckpoint:
             CheckpointError: checkpoints exist and none of them restores.
         """
         directory = self.directory if from_directory is None else os.fspath(from_directory)
-        numbers = self._numbers_on_disk(directory)
+        numbers = checkpoint_steps(directory)
         if not numbers:
             return 0
         newest_listed = self.latest
@@ -185,6 +176,15 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._save_if_new()
+
+
+def checkpoint_steps(directory: str | os.PathLike) -> list[int]:
+    """The steps of the checkpoints in `directory` that have an index file, newest first."""
+    if not os.path.isdir(directory):
+        return []
+    numbers = [int(match.group(1)) for match in map(_CHECKPOINT_INDEX.fullmatch,
+                                                    os.listdir(directory)) if match]
+    return sorted(numbers, reverse=True)
 
 
 def weights_are_finite(model: keras.Model) -> bool:

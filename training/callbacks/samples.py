@@ -12,7 +12,11 @@ from training.callbacks.steps import generator_step
 
 
 def grid_latents(seed: int, num_images: int, latent_dim: int) -> np.ndarray:
-    """The fixed latent batch of a run's sample grids (float32, standard normal)."""
+    """The fixed latent batch of a run's sample grids (float32, standard normal).
+
+    Drawn in float64 and cast, unlike `evaluation.sample_latents` (drawn in float32, other
+    values): the grids of runs trained so far keep their latents.
+    """
     rng = np.random.default_rng(seed)
     return rng.standard_normal((num_images, latent_dim)).astype("float32")
 

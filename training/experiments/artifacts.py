@@ -97,9 +97,9 @@ def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],
     real = np.stack(list(data.load_images(**config.data_source(), split="train")
                          .take(num_images).as_numpy_iterator()))
     rows = [{"step": "", "mode": "real", **measured(real)}]
+    latents = grid_latents(config.seed, num_images, config.latent_dim)
     for step in steps:
         generator = gan_at_step(config, run_dir, step).generator
-        latents = grid_latents(config.seed, num_images, config.latent_dim)
         for mode in MODES:
             images = np.asarray(generator(latents, training=mode == "training"))
             save_grid_png(to_uint8(images), out / f"step_{step:07d}_{mode}.png")
