@@ -9,9 +9,13 @@ directly, so `fit`'s callbacks and progress bar are left out. Each sample times
 The reference logs ||grad_x D(x)|| every step, which costs a second backward pass through D;
 `track_input_gradients` switches it, and both settings are timed by default.
 
+`--xla-comparison` times instead the BSSN GAN's step (logging on, as the collapse study
+trains) compiled with and without XLA, interleaved: how much `jit_compile` saves.
+
 Run from the repository root:
 
     python -m benchmarks.bench_gan_step [--rounds N] [--no-input-gradients] [--jit]
+    python -m benchmarks.bench_gan_step --xla-comparison [--rounds N]
 """
 
 from __future__ import annotations
@@ -83,7 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-input-gradients", dest="input_gradients", action="store_const",
                         const="off", help="same as --input-gradients off "
                                           "(track_input_gradients=False)")
+    parser.add_argument("--xla-comparison", action="store_true",
+                        help="time the BSSN GAN's step without and with XLA instead")
     return parser
+
+
+XLA_LABELS = {"xla-off": "BSSN, XLA off", "xla-on": "BSSN, XLA on (jit_compile)"}
+
+
+def build_xla_variants(args: argparse.Namespace) -> dict[str, common.Step]:
+    dataset = real_images(args.batch_size, args.seed)
+    steps = {}
+    for name, jit in (("xla-off", False), ("xla-on", True)):
+        common.seed_everything(args.seed)
+        steps[name] = train_step(build_gan("bssn", True, jit), dataset)
+    return steps
 
 
 def input_gradient_settings(args: argparse.Namespace) -> list[str]:
@@ -127,6 +145,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.steps_per_round < 1:
         parser.error("--steps-per-round must be >= 1")
 
+    if args.xla_comparison:
+        print(common.environment_report(False, args.backend_info))
+        samples = common.measure_interleaved(build_xla_variants(args), args.rounds,
+                                             args.warmup, repeats=args.steps_per_round,
+                                             seed=args.seed,
+                                             progress=common.print_progress(args.rounds))
+        common.print_report(samples, "xla-off", XLA_LABELS, throughput=True)
+        return 0
     print(common.environment_report(args.jit, args.backend_info))
     steps = build_variants(args)
     print(f"GAN: CNN G + D {IMAGE_SIZE}x{IMAGE_SIZE}, batch {args.batch_size}, hinge, n_dis 1; "

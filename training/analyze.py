@@ -91,7 +91,7 @@ def _sweep(args: argparse.Namespace) -> list[str]:
 
 def _collapse(args: argparse.Namespace) -> list[str]:
     rows = collapse.run(args.out, args.cells, args.seeds, args.steps, args.log_every,
-                        args.dataset, args.data_dir, args.batch_size)
+                        args.dataset, args.data_dir, args.batch_size, args.jit_compile)
     return collapse.cell_verdicts(rows, args.steps)
 
 
@@ -164,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_length_and_batch_flags(study, steps=1500)
     study.add_argument("--log-every", type=cli.positive_int, default=50,
                        help="steps between log rows")
+    study.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=True,
+                       help="XLA-compile every run's train step (the same computation up to "
+                            "rounding, faster)")
 
     pattern = experiments.add_parser(
         "artifacts", help="a pattern repeated in every sample; BatchNorm mode's part",

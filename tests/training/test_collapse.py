@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import pytest
 
+from training import analyze
 from training.callbacks import SampleDiversityMonitor
 from training.callbacks.diversity import mean_pairwise_distance
 from training.experiments import collapse
@@ -116,3 +117,18 @@ def test_a_collapse_counts_and_its_recovery_is_reported():
         "bssn:1.2:official: collapsed in 1 of 1 finished runs (seed 0 at 500, recovered at 756)"]
     never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5])
     assert never["recovery_step"] is None and never["collapsed_at_end"]
+
+
+def test_the_study_trains_every_run_xla_compiled_unless_told_not_to(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(collapse, "train_to_end",
+                        lambda config, folder: trained.append((config, folder)))
+    for flag, expected in (([], True), (["--no-jit-compile"], False)):
+        args = analyze.build_parser().parse_args(
+            ["collapse", "--out", str(tmp_path), "--seeds", "0", "1", "--cells",
+             "sn:1:official", "--steps", "4", *flag])
+        trained.clear()
+        analyze._collapse(args)
+        assert [config.jit_compile for config, _ in trained] == [expected, expected]
+        assert [config.seed for config, _ in trained] == [0, 1]
+    assert (tmp_path / "collapse.csv").exists()

@@ -100,10 +100,13 @@ class Cell:
 
 
 def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], steps: int,
-        log_every: int, dataset: str, data_dir: str | None,
-        batch_size: int) -> list[dict[str, Any]]:
+        log_every: int, dataset: str, data_dir: str | None, batch_size: int,
+        jit_compile: bool = True) -> list[dict[str, Any]]:
     """Trains the study's runs not finished yet, writes its files to `out` (after every run
     too, so that they are readable while it runs), and returns a row per run (`summarize_run`).
+
+    `jit_compile` trains every run's step XLA-compiled: the same computation up to rounding,
+    1.35x faster on a 2-core CPU (`benchmarks/README.md`), which a study of 20 runs needs.
 
     Every cell's settings are checked before the first run starts (`ConfigError`). Ctrl-C
     propagates; calling again resumes.
@@ -121,7 +124,8 @@ def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], step
             continue
         print(f"{progress}: training {folder}", flush=True)
         config = cell.config(seed, steps, log_every, dataset, data_dir)
-        train_to_end(dataclasses.replace(config, batch_size=batch_size), folder)
+        train_to_end(dataclasses.replace(config, batch_size=batch_size,
+                                         jit_compile=jit_compile), folder)
         _write_study(out, cells, seeds, batch_size)
     return _write_study(out, cells, seeds, batch_size)
 
