@@ -98,7 +98,7 @@ def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
         writer.writerow([5, 160, 0.03, 0.01, 800])  # logged again after a resume: last wins
     rows = collapse.read_log(path)
     assert [row["step"] for row in rows] == [300, 400, 500, 600, 700, 800]
-    summary = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 0, rows)
+    summary = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 0, rows, 1500)
     assert summary["collapsed"] and summary["collapse_step"] == 500
     assert summary["max_d_real"] == 160 and summary["steps"] == 800
     verdict = collapse.cell_verdicts([summary], steps=1500)
@@ -110,13 +110,25 @@ def test_a_collapse_counts_and_its_recovery_is_reported():
     diversities = [(500, .1), (550, .12), (600, .1), (650, .13), (706, .15), (756, .53),
                    (806, .8), (856, .74), (906, .2), (956, .7)]
     rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
-    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows)
+    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows, 956)
     assert summary["collapse_step"] == 500 and summary["recovery_step"] == 756
     assert summary["collapsed"] and not summary["collapsed_at_end"]
     assert collapse.cell_verdicts([summary], steps=956) == [
         "bssn:1.2:official: collapsed in 1 of 1 finished runs (seed 0 at 500, recovered at 756)"]
-    never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5])
+    never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5], 706)
     assert never["recovery_step"] is None and never["collapsed_at_end"]
+
+
+def test_an_unfinished_run_is_undecided_until_it_collapses():
+    cell = collapse.Cell.parse("sn:1:official")
+    healthy = [{"step": step, "diversity": 0.9, "d_real": 1.0} for step in range(50, 801, 50)]
+    running = collapse.summarize_run(cell, 0, healthy, steps=1500)
+    assert running["collapsed"] is None and running["collapsed_at_end"] is None
+    assert collapse.summarize_run(cell, 0, healthy, steps=800)["collapsed"] is False
+    low = [{**row, "diversity": 0.1} if row["step"] >= 600 else row for row in healthy]
+    assert collapse.summarize_run(cell, 0, low, steps=1500)["collapse_step"] == 600
+    assert collapse.cell_verdicts([running], steps=1500) == [
+        "sn:1:official: collapsed in 0 of 0 finished runs; 1 unfinished"]
 
 
 def test_the_study_trains_every_run_xla_compiled_unless_told_not_to(tmp_path, monkeypatch):

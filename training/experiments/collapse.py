@@ -126,15 +126,16 @@ def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], step
         config = cell.config(seed, steps, log_every, dataset, data_dir)
         train_to_end(dataclasses.replace(config, batch_size=batch_size,
                                          jit_compile=jit_compile), folder)
-        _write_study(out, cells, seeds, batch_size)
-    return _write_study(out, cells, seeds, batch_size)
+        _write_study(out, cells, seeds, steps, batch_size)
+    return _write_study(out, cells, seeds, steps, batch_size)
 
 
-def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int],
+def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int], steps: int,
                  batch_size: int) -> list[dict[str, Any]]:
     logs = {(cell.name, seed): read_log(cell.folder(out, seed) / "metrics.csv")
             for cell in cells for seed in seeds}
-    rows = [summarize_run(cell, seed, logs[cell.name, seed]) for cell in cells for seed in seeds]
+    rows = [summarize_run(cell, seed, logs[cell.name, seed], steps)
+            for cell in cells for seed in seeds]
     reporting.write_csv(out / "collapse.csv", rows, RUN_COLUMNS)
     log_rows = [{"cell": cell, "seed": seed, **row} for (cell, seed), run_log in logs.items()
                 for row in run_log]
@@ -217,17 +218,24 @@ def _first_streak(rows: Iterable[dict[str, float]], holds: Callable[[float], boo
     return None
 
 
-def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]]) -> dict[str, Any]:
-    """One row of the study's table for a run's log."""
+def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]],
+                  steps: int) -> dict[str, Any]:
+    """One row of the study's table for a run's log; `steps` is the study's run length.
+
+    An unfinished run that has not collapsed yet is undecided: `collapsed` and
+    `collapsed_at_end` are None (blank in the CSV), not False.
+    """
     if not rows:
         return {"cell": cell.name, "seed": seed, "steps": 0}
     step = collapse_step(rows)
     recovered = None if step is None else recovery_step(rows, step)
     last = rows[-1]
+    finished = last["step"] >= steps
     return {
         "cell": cell.name, "seed": seed, "steps": int(last["step"]),
-        "collapsed": step is not None, "collapse_step": step, "recovery_step": recovered,
-        "collapsed_at_end": step is not None and recovered is None,
+        "collapsed": True if step is not None else (False if finished else None),
+        "collapse_step": step, "recovery_step": recovered,
+        "collapsed_at_end": (step is not None and recovered is None) if finished else None,
         "final_diversity": last.get("diversity"),
         "min_diversity": min(row.get("diversity", math.nan) for row in rows),
         "max_d_real": max(row.get("d_real", math.nan) for row in rows),
