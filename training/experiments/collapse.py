@@ -157,7 +157,8 @@ def read_log(metrics_csv: pathlib.Path) -> list[dict[str, float]]:
         for row in csv.DictReader(file):
             values = {key: _number(value) for key, value in row.items() if key}
             if math.isfinite(values.get("step", math.nan)):
-                by_step[int(values["step"])] = values
+                values["step"] = int(values["step"])
+                by_step[values["step"]] = values
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -276,14 +277,16 @@ def plot_study(logs: dict[tuple[str, int], list[dict[str, float]]], title: str) 
                 continue
             steps = [row["step"] for row in rows]
             top.plot(steps, [row.get("diversity", math.nan) for row in rows], label=f"seed {seed}")
-            bottom.plot(steps, [max(row.get("d_real", math.nan), 1e-3) for row in rows])
+            bottom.plot(steps, [row.get("d_real", math.nan) for row in rows])
         top.axhline(DIVERSITY_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
         top.set_title(cell, fontsize=9)
         top.set_ylabel("sample diversity / real batch's")
         top.set_ylim(0, 1.3)
         if top.get_legend_handles_labels()[0]:  # a cell without a run yet has no lines
             top.legend(fontsize=7)
-        bottom.set_yscale("log")
+        # Linear near 0 (mean D(real) may be negative), logarithmic in the hundreds of a
+        # collapse.
+        bottom.set_yscale("symlog", linthresh=1.0)
         bottom.set_ylabel("mean D(real)")
         bottom.set_xlabel("generator step")
         for axes in (top, bottom):
