@@ -96,12 +96,7 @@ XLA_LABELS = {"xla-off": "BSSN, XLA off", "xla-on": "BSSN, XLA on (jit_compile)"
 
 
 def build_xla_variants(args: argparse.Namespace) -> dict[str, common.Step]:
-    dataset = real_images(args.batch_size, args.seed)
-    steps = {}
-    for name, jit in (("xla-off", False), ("xla-on", True)):
-        common.seed_everything(args.seed)
-        steps[name] = train_step(build_gan("bssn", True, jit), dataset)
-    return steps
+    return train_steps(args, {"xla-off": ("bssn", True, False), "xla-on": ("bssn", True, True)})
 
 
 def input_gradient_settings(args: argparse.Namespace) -> list[str]:
@@ -109,14 +104,19 @@ def input_gradient_settings(args: argparse.Namespace) -> list[str]:
 
 
 def build_variants(args: argparse.Namespace) -> dict[str, common.Step]:
+    return train_steps(args, {variant_name(norm, setting): (norm, TRACKING[setting], args.jit)
+                              for setting in input_gradient_settings(args) for norm in NORMS})
+
+
+def train_steps(args: argparse.Namespace, gans: dict[str, tuple[str, bool, bool]]
+                ) -> dict[str, common.Step]:
+    """A compiled train step per name, for GANs given as (norm, track_input_gradients, jit)."""
     dataset = real_images(args.batch_size, args.seed)
     steps = {}
-    for setting in input_gradient_settings(args):
-        for norm in NORMS:
-            # Same seed for every variant: same initial weights, so the same work per step.
-            common.seed_everything(args.seed)
-            steps[variant_name(norm, setting)] = train_step(
-                build_gan(norm, TRACKING[setting], args.jit), dataset)
+    for name, (norm, track_input_gradients, jit) in gans.items():
+        # Same seed for every variant: same initial weights, so the same work per step.
+        common.seed_everything(args.seed)
+        steps[name] = train_step(build_gan(norm, track_input_gradients, jit), dataset)
     return steps
 
 

@@ -106,7 +106,7 @@ def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], step
     too, so that they are readable while it runs), and returns a row per run (`summarize_run`).
 
     `jit_compile` trains every run's step XLA-compiled: the same computation up to rounding,
-    1.35x faster on a 2-core CPU (`benchmarks/README.md`), which a study of 20 runs needs.
+    1.34x as fast on a 2-core CPU (`benchmarks/README.md`), which a study of 20 runs needs.
 
     Every cell's settings are checked before the first run starts (`ConfigError`). Ctrl-C
     propagates; calling again resumes.
@@ -233,7 +233,7 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]],
     last = rows[-1]
     finished = last["step"] >= steps
     return {
-        "cell": cell.name, "seed": seed, "steps": int(last["step"]),
+        "cell": cell.name, "seed": seed, "steps": last["step"],
         "collapsed": True if step is not None else (False if finished else None),
         "collapse_step": step, "recovery_step": recovered,
         "collapsed_at_end": (step is not None and recovered is None) if finished else None,
