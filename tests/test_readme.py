@@ -40,8 +40,8 @@ def shortened(words: list[str], extractor: Path) -> list[str]:
         return words + ["--num", "32", "--extractor", str(extractor)]
     if module == "training.analyze":
         extra = {"gradients": ["--steps", "2", "--seeds", "0", "--norms", "sn"],
-                 "sweep": ["--steps", "2", "--eval-every", "2", "--seeds", "0", "--norms", "sn",
-                           "--scales", "1.0"],
+                 "sweep": ["--steps", "2", "--eval-every", "2", "--kid-samples", "64",
+                           "--kid-real", "64", "--seeds", "0", "--norms", "sn", "--scales", "1.0"],
                  "collapse": ["--steps", "2", "--seeds", "0", "--cells", "bssn:1.2:official"],
                  "artifacts": ["--steps", "0", "2"]}
         return words + extra.get(rest[0], [])

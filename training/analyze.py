@@ -21,7 +21,8 @@ Experiments (each writes `<experiment>.csv` and `<experiment>.png` to `--out`, d
   other, but its values are NOT comparable with published KIDs; the plot says which was used.
 - `artifacts`: how much of a run's samples is one pattern at the same place in every image
   (`training.experiments.artifacts`), at the checkpoints `--steps`, with the generator's
-  BatchNorm in inference mode and in training mode, next to real images.
+  BatchNorm in inference mode and in training mode, next to real images; with the sample
+  diversity the training logs, in both modes.
 
 Data defaults to the shared CIFAR-10 JPEGs (`../shared/data/cifar10-jpeg.tar.gz`) when they
 exist, else TFDS `cifar10`.

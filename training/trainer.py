@@ -139,16 +139,19 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
               "Give --extractor PATH (the inception-2015-12-05 .tgz/.pb or a .keras model) "
               "or --fid-every 0.", file=sys.stderr)
         return None
+    # The first images of the data's fixed, class-mixing order: the ones `fid_stats` and
+    # `evaluate` use, so the FID logged in training is the one those commands compute.
     return callbacks.FIDCallback(
-        lambda: data.load_images(**config.data_source(), split="train").shuffle(50_000, seed=0),
+        lambda: data.load_images(**config.data_source(), split="train"),
         extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
         num_real=config.fid_real_samples, num_is_samples=config.is_samples,
         dataset_name=data.source_key(**config.data_source()), split="train",
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
-def _diversity_reference(config: TrainConfig, num_images: int = 64) -> np.ndarray:
-    """The fixed real batch the sample-diversity statistic is measured against."""
+def diversity_reference(config: TrainConfig, num_images: int = 64) -> np.ndarray:
+    """The fixed real batch the sample-diversity statistic is measured against: the first
+    `num_images` training images of the run's data."""
     images = data.load_images(**config.data_source(), split="train").take(num_images)
     return np.stack(list(images.as_numpy_iterator()))
 
@@ -165,7 +168,7 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
         *([fid] if fid else []),
         callbacks.SampleGridCallback(run_dir / "samples", config.sample_every,
                                      seed=config.seed, summary_writer=writer),
-        callbacks.SampleDiversityMonitor(_diversity_reference(config), seed=config.seed),
+        callbacks.SampleDiversityMonitor(diversity_reference(config), seed=config.seed),
         csv_logger,
         callbacks.StepScalarLogger(writer),
         callbacks.ProgressLine(config.steps),

@@ -149,8 +149,9 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
                        "--checkpoint-every", "2", "--fid-every", "0", "--no-export",
                        "--out", str(run)]) == 0
     out = tmp_path / "artifacts"
-    assert analyze.main(["artifacts", str(run), "--steps", "0", "2", "--num-images", "8",
-                         "--lattice-period", "4", "--out", str(out)]) == 0
+    # 64 latents and the data's 48 images: what the training's diversity statistic draws.
+    assert analyze.main(["artifacts", str(run), "--steps", "0", "2", "--lattice-period", "4",
+                         "--out", str(out)]) == 0
     columns, rows = _read(out / "artifacts.csv")
     assert tuple(columns) == artifacts.COLUMNS
     assert [(row["step"], row["mode"]) for row in rows] == [
@@ -158,6 +159,12 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
         ("2", "training")]
     assert all(0 <= float(row[column]) <= 1 for row in rows
                for column in ("shared_share", "lattice_share"))
+    assert float(rows[0]["diversity"]) == 1.0
+    # The inference-mode diversity is the statistic the training logged at that step.
+    logged = {int(float(row["step"])): float(row["diversity"])
+              for row in _read(run / "metrics.csv")[1]}
+    assert float(rows[3]["diversity"]) == pytest.approx(logged[2], rel=1e-5)
+    assert float(rows[4]["diversity"]) != pytest.approx(logged[2], rel=1e-3)
     for step in (0, 2):
         for mode in artifacts.MODES:
             _assert_png(out / f"step_{step:07d}_{mode}.png")

@@ -125,3 +125,22 @@ def test_evaluate_takes_either_a_statistics_file_or_a_data_set():
         evaluate.main(["generator.keras", "--stats", "s.npz", "--dataset", "cifar10"])
     with pytest.raises(SystemExit):
         evaluate.main(["generator.keras"])
+
+
+def test_the_fid_logged_in_training_compares_with_the_statistics_fid_stats_writes(
+    files, tmp_path
+):
+    from training import train
+
+    stats = tmp_path / "stats.npz"
+    _write_stats(files, stats)
+    run = tmp_path / "runs" / "run"
+    assert train.main([
+        *_real_data_flags(files), "--image-size", "8", "--batch-size", "8", "--steps", "2",
+        "--log-every", "2", "--fid-every", "2", "--fid-samples", "16",
+        "--fid-real-samples", str(NUM_REAL), "--is-samples", "16",
+        "--extractor", str(files / "features.keras"), "--no-export", "--out", str(run),
+    ]) == 0
+    [cached] = (tmp_path / "runs" / "fid_stats_cache").glob("*.npz")
+    for logged, written in zip(metrics.load_statistics(cached), metrics.load_statistics(stats)):
+        np.testing.assert_allclose(logged, written, rtol=1e-6, atol=1e-9)

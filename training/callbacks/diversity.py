@@ -7,6 +7,7 @@ import sys
 import keras
 import numpy as np
 
+from training.callbacks.samples import grid_latents
 from training.callbacks.steps import generator_step
 
 # A collapsed generator draws nearly one image for every latent: its diversity falls to a few
@@ -73,8 +74,7 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
 
     def diversity(self) -> float:
         """The current diversity of the fixed latent batch, relative to the real batch."""
-        rng = np.random.default_rng(self.seed)
-        latents = rng.standard_normal((self.num_samples, self.model.latent_dim)).astype("float32")
+        latents = grid_latents(self.seed, self.num_samples, self.model.latent_dim)
         images = self.model.sampling_generator.predict(latents, verbose=0,
                                                        batch_size=self.num_samples)
         return mean_pairwise_distance(images) / self.real_diversity

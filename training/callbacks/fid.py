@@ -74,7 +74,7 @@ class FIDCallback(keras.callbacks.Callback):
 
     ```python
     fid = FIDCallback(
-        lambda: load_images("cifar10", split="train").shuffle(50_000, seed=0),
+        lambda: load_images("cifar10", split="train"),
         every_n_epochs=5, dataset_name="cifar10", split="train",
     )
     gan.fit(data, epochs=100, callbacks=[fid, keras.callbacks.CSVLogger("log.csv")])

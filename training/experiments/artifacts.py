@@ -12,7 +12,9 @@ transposed convolutions), against about 1/P^2 for a pattern without that structu
 `run` restores a run's generator at several checkpoints (step 0: as initialized), draws the
 run's grid latents in both BatchNorm modes (`inference`: the moving statistics, as the sample
 grids and FID see it; `training`: the batch's own statistics), measures each, and writes
-`artifacts.csv`, a grid per step and mode, and the same measure of a real batch.
+`artifacts.csv`, a grid per step and mode, and the same measure of a real batch. Each row also
+has the sample diversity the training logs (mean pairwise distance relative to the same real
+batch), so a collapse can be told from an artifact of the inference-mode statistics.
 """
 
 from __future__ import annotations
@@ -23,17 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from training import data
+from training.callbacks.diversity import mean_pairwise_distance
 from training.callbacks.samples import grid_latents, to_uint8
 from training.experiments import reporting
 from training.images import save_grid_png
 from training.runs import saved_config
-from training.trainer import gan_at_step
+from training.trainer import diversity_reference, gan_at_step
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLUMNS = ("step", "mode", "shared_share", "lattice_share", "num_images")
+COLUMNS = ("step", "mode", "shared_share", "lattice_share", "diversity", "num_images")
 MODES = ("inference", "training")
 
 
@@ -88,18 +90,20 @@ def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],
     """Measures the run's generator at each of `steps` in both BatchNorm modes and a real
     batch; writes `artifacts.csv` and the grids to `out`, and returns the rows."""
 
+    config = saved_config(run_dir)
+    real = diversity_reference(config, num_images)
+    real_spread = mean_pairwise_distance(real)
+
     def measured(images: np.ndarray) -> dict[str, Any]:
         return {"shared_share": shared_pattern_share(images),
                 "lattice_share": lattice_power_share(images, lattice_period),
+                "diversity": mean_pairwise_distance(images) / real_spread,
                 "num_images": len(images)}
 
-    config = saved_config(run_dir)
-    real = np.stack(list(data.load_images(**config.data_source(), split="train")
-                         .take(num_images).as_numpy_iterator()))
     rows = [{"step": "", "mode": "real", **measured(real)}]
     latents = grid_latents(config.seed, num_images, config.latent_dim)
     for step in steps:
-        generator = gan_at_step(config, run_dir, step).generator
+        generator = gan_at_step(config, run_dir, step).sampling_generator
         for mode in MODES:
             images = np.asarray(generator(latents, training=mode == "training"))
             save_grid_png(to_uint8(images), out / f"step_{step:07d}_{mode}.png")
@@ -140,5 +144,7 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(
             f"step {step}: shared share {by_mode['inference']['shared_share']:.3f} with the "
             f"moving BatchNorm statistics, {by_mode['training']['shared_share']:.3f} with the "
-            f"batch's own; {by_mode['inference']['lattice_share']:.3f} of it on the lattice")
+            f"batch's own; {by_mode['inference']['lattice_share']:.3f} of it on the lattice; "
+            f"diversity {by_mode['inference']['diversity']:.3f} and "
+            f"{by_mode['training']['diversity']:.3f}")
     return lines
