@@ -81,7 +81,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks every setting, before anything is written; raises `ConfigError` naming the
-        flag, the value and what it takes."""
+        flag, the value and what it takes. The names (of norms, losses, ...) live in modules
+        that load Keras and TensorFlow: check the values first with `validate_values`."""
+        self.validate_values()
         from training import data, losses
         from training.distribute import STRATEGY_NAMES
         from training.networks import ARCHITECTURES
@@ -98,6 +100,13 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 _refuse(name, getattr(self, name), f"one of {', '.join(allowed)}")
+        if self.arch == "resnet" and self.image_size not in RESNET_SIZES:
+            _refuse("image_size", self.image_size,
+                    f"one of {', '.join(map(str, RESNET_SIZES))} for the ResNet")
+
+    def validate_values(self) -> None:
+        """The checks of `validate` that need no list of names, so no Keras or TensorFlow:
+        numbers, their combinations and paths."""
         for name in ("image_size", "latent_dim", "steps", "batch_size", "n_dis",
                      "power_iterations", "log_every", "sample_every", "checkpoint_every",
                      "keep_checkpoints", "fid_samples", "fid_real_samples", "is_samples"):
@@ -115,9 +124,6 @@ class TrainConfig:
             _check_float("ema_decay", self.ema_decay, low=0.0, high=1.0, low_open=True)
         if self.arch == "cnn" and self.image_size % 8:
             _refuse("image_size", self.image_size, "a multiple of 8 for the CNN (32, 48, 64)")
-        if self.arch == "resnet" and self.image_size not in RESNET_SIZES:
-            _refuse("image_size", self.image_size,
-                    f"one of {', '.join(map(str, RESNET_SIZES))} for the ResNet")
         if self.norm == "none" and self.scale != 1.0:
             _refuse("scale", self.scale, "1 with --norm none (c multiplies a normalized "
                     "weight)")

@@ -158,6 +158,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.export_only:
         return _export_only(args, run_dir)
     config = resolve_config(args)
+    config.validate_values()  # at once, not after TensorFlow's start
     cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate()  # before anything is written
     from training.distribute import writes_run_files

@@ -173,3 +173,22 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
 
     assert analyze.main(["artifacts", str(run), "--steps", "7", "--out", str(out)]) == 2
     assert "has no checkpoint of step 7; it keeps steps [2]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("vector_updates", ["explicit", "in_call"])
+def test_converge_sigmas_reaches_the_largest_singular_value(vector_updates):
+    import keras
+
+    from keras_bssn import SpectralNormalization
+    from keras_bssn.convert import collect_sigmas
+
+    keras.utils.set_random_seed(0)
+    layers = [SpectralNormalization(keras.layers.Dense(units), vector_updates=vector_updates,
+                                    name=f"dense{units}") for units in (12, 1)]
+    model = keras.Sequential([keras.Input((20,)), *layers])
+    gradients.converge_sigmas(model, 100)
+    for layer in layers:
+        kernel = keras.ops.convert_to_numpy(layer.layer.kernel)
+        expected = np.linalg.svd(kernel, compute_uv=False)[0]
+        estimate = float(collect_sigmas(model)[f"sigma/{layer.name}"])
+        assert estimate == pytest.approx(expected, rel=1e-3), layer.name

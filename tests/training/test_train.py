@@ -244,6 +244,17 @@ def test_bad_settings_are_refused_before_anything_is_written(bad_setting_runs, m
     assert not out.exists()
 
 
+def test_a_mistyped_number_is_answered_before_tensorflow_starts(images_npz, tmp_path):
+    # TensorFlow's start takes 5-10 s; the names of norms, losses etc. need it, numbers do not.
+    code = ("import sys; from training import train; status = train.main(sys.argv[1:]); "
+            "print(status, 'tensorflow' in sys.modules)")
+    result = subprocess.run(
+        [sys.executable, "-c", code, *_args(images_npz, tmp_path / "run", 4), "--beta1", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "error: --beta1 2.0 is invalid" in result.stderr
+
+
 def _checkpoint_names(out):
     return sorted(path.name for path in (out / "checkpoints").glob("ckpt-*.index"))
 

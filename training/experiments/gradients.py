@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_bssn import advance_power_iteration
+from keras_bssn.convert import normalized_layers
 from training import data
 from training.callbacks import DiagnosticsCallback
 from training.experiments import reporting
@@ -85,12 +86,16 @@ def diagnostics_history(config: TrainConfig, num_images: int,
 
 
 def converge_sigmas(model: keras.Model, calls: int) -> None:
-    """Advances every power-iteration vector of `model` `calls` times (training-mode calls on
-    one blank input; the reference discriminators have no other training-mode state)."""
+    """Advances every power-iteration vector of `model` `calls` times: wrappers that store u
+    only when asked are asked; those that advance in their training calls are called (on one
+    blank input; the reference discriminators have no other training-mode state)."""
+    advance_in_calls = any(layer.vector_updates == "in_call"
+                           for layer in normalized_layers(model))
     blank = keras.ops.zeros((1, *model.input_shape[1:]))
     for _ in range(calls):
-        model(blank, training=True)
-        advance_power_iteration(model)  # wrappers that store u only when asked
+        if advance_in_calls:  # a forward pass is the slow part: only when it advances u
+            model(blank, training=True)
+        advance_power_iteration(model)
 
 
 def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
