@@ -81,9 +81,13 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Checks every setting, before anything is written; raises `ConfigError` naming the
-        flag, the value and what it takes. The names (of norms, losses, ...) live in modules
-        that load Keras and TensorFlow: check the values first with `validate_values`."""
+        flag, the value and what it takes."""
         self.validate_values()
+        self.validate_names()
+
+    def validate_names(self) -> None:
+        """The checks of `validate` against lists of names (of norms, losses, ...), which live
+        in modules that load Keras and TensorFlow."""
         from training import data, losses
         from training.distribute import STRATEGY_NAMES
         from training.networks import ARCHITECTURES

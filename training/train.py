@@ -158,9 +158,10 @@ def _train(args: argparse.Namespace) -> int:
     if args.export_only:
         return _export_only(args, run_dir)
     config = resolve_config(args)
-    config.validate_values()  # at once, not after TensorFlow's start
+    # Before anything is written; the values at once, not after TensorFlow's start.
+    config.validate_values()
     cli.start_tensorflow()  # quietly, before the checks of names load it
-    config.validate()  # before anything is written
+    config.validate_names()
     from training.distribute import writes_run_files
 
     if not writes_run_files(config.strategy):
