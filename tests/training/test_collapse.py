@@ -1,6 +1,7 @@
 """The collapse study's pieces: the diversity statistic, the collapse rule, cells, logs."""
 
 import csv
+import math
 
 import keras
 import numpy as np
@@ -117,6 +118,26 @@ def test_a_collapse_counts_and_its_recovery_is_reported():
         "bssn:1.2:official: collapsed in 1 of 1 finished runs (seed 0 at 500, recovered at 756)"]
     never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5], 706)
     assert never["recovery_step"] is None and never["collapsed_at_end"]
+
+
+def test_an_early_low_phase_is_reported_but_not_counted_as_a_collapse():
+    # The study's XLA run of seed 0: low from the first row, varied again from step 450.
+    diversities = [(50, .16), (100, .09), (150, .09), (200, .08), (250, .07), (300, .06),
+                   (350, .07), (400, .22), (450, .81), (500, .92), (550, .82), (600, .85)]
+    rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
+    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows, 600)
+    assert summary["collapsed"] is False and summary["collapse_step"] is None
+    assert summary["diverse_from_step"] == 450 and summary["min_diversity"] == 0.06
+
+
+def test_the_row_an_interrupted_run_writes_without_a_diversity_breaks_no_streak():
+    # A run stopped at step 390 logs that row without a diversity, then resumes.
+    diversities = [(250, math.nan), (300, .58), (350, .64), (390, math.nan), (440, .91), (500, .1),
+                   (550, .1), (576, math.nan), (626, .1), (676, .8)]
+    rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
+    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:keras"), 0, rows, 676)
+    assert summary["diverse_from_step"] == 300
+    assert summary["collapse_step"] == 500 and summary["min_diversity"] == 0.1
 
 
 def test_an_unfinished_run_is_undecided_until_it_collapses():

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
 RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "recovery_step",
-               "collapsed_at_end", "final_diversity",
+               "collapsed_at_end", "diverse_from_step", "final_diversity",
                "min_diversity", "max_d_real", "final_d_real", "final_grad_norm_fake")
 LOG_COLUMNS = ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_norm_fake",
                "d_loss", "g_loss")
@@ -203,13 +203,36 @@ def recovery_step(rows: Sequence[dict[str, float]], collapsed_at: int,
                          lambda diversity: diversity >= threshold, patience)
 
 
+def diverse_from_step(rows: Sequence[dict[str, float]], threshold: float = DIVERSITY_THRESHOLD,
+                      patience: int = DIVERSITY_PATIENCE) -> int | None:
+    """The first step, from the start of training, that starts `patience` log rows in a row
+    with the diversity at or above `threshold`, or None: when the samples first became varied.
+
+    The generator starts with little variety and early training may lose what it has, so a run
+    can be low before the collapse rule's warm-up without counting as collapsed; this says for
+    how long.
+
+    Example:
+
+    >>> rows = [{"step": s, "diversity": d} for s, d in [(50, .1), (100, .3), (150, .1),
+    ...                                                   (200, .5), (250, .6), (300, .7)]]
+    >>> diverse_from_step(rows)
+    200
+    """
+    return _first_streak(rows, lambda diversity: diversity >= threshold, patience)
+
+
 def _first_streak(rows: Iterable[dict[str, float]], holds: Callable[[float], bool],
                   patience: int) -> int | None:
     """The step of the first row that starts `patience` rows in a row whose diversity
-    `holds`, or None."""
+    `holds`, or None. Rows without a diversity (the one a stopped run writes when it is
+    interrupted between log rows) neither count nor break a streak."""
     streak_start, streak = None, 0
     for row in rows:
-        if holds(row.get("diversity", math.nan)):
+        diversity = row.get("diversity", math.nan)
+        if math.isnan(diversity):
+            continue
+        if holds(diversity):
             streak_start = row["step"] if streak == 0 else streak_start
             streak += 1
             if streak >= patience:
@@ -237,12 +260,18 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]],
         "collapsed": True if step is not None else (False if finished else None),
         "collapse_step": step, "recovery_step": recovered,
         "collapsed_at_end": (step is not None and recovered is None) if finished else None,
+        "diverse_from_step": diverse_from_step(rows),
         "final_diversity": last.get("diversity"),
-        "min_diversity": min(row.get("diversity", math.nan) for row in rows),
-        "max_d_real": max(row.get("d_real", math.nan) for row in rows),
+        "min_diversity": min(_logged(rows, "diversity"), default=math.nan),
+        "max_d_real": max(_logged(rows, "d_real"), default=math.nan),
         "final_d_real": last.get("d_real"),
         "final_grad_norm_fake": last.get("grad_norm_fake"),
     }
+
+
+def _logged(rows: Sequence[dict[str, float]], key: str) -> list[float]:
+    """The values of `key` the rows have (NaN marks one a row lacks)."""
+    return [row[key] for row in rows if not math.isnan(row.get(key, math.nan))]
 
 
 def cell_verdicts(run_rows: Sequence[dict[str, Any]], steps: int) -> list[str]:

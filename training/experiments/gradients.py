@@ -14,6 +14,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_bssn import advance_power_iteration
 from keras_bssn.convert import normalized_layers
@@ -92,10 +93,15 @@ def converge_sigmas(model: keras.Model, calls: int) -> None:
     advance_in_calls = any(layer.vector_updates == "in_call"
                            for layer in normalized_layers(model))
     blank = keras.ops.zeros((1, *model.input_shape[1:]))
-    for _ in range(calls):
+
+    @tf.function  # traced once: run eagerly, every call paid Python's overhead per op
+    def advance_once():
         if advance_in_calls:  # a forward pass is the slow part: only when it advances u
             model(blank, training=True)
         advance_power_iteration(model)
+
+    for _ in range(calls):
+        advance_once()
 
 
 def plot(rows: list[dict], path: pathlib.Path, title: str) -> None:
