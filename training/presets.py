@@ -63,7 +63,7 @@ class TrainConfig:
     mixed_precision: bool = False
     jit_compile: bool = False
     log_every: int = 100
-    sample_every: int = 1000
+    sample_every: int = 500  # the first grid shows an early collapse (README)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     fid_every: int = 10_000
