@@ -199,8 +199,8 @@ def recovery_step(rows: Sequence[dict[str, float]], collapsed_at: int,
     >>> recovery_step(rows, 550)
     600
     """
-    return _first_streak((row for row in rows if row["step"] > collapsed_at),
-                         lambda diversity: diversity >= threshold, patience)
+    return diverse_from_step([row for row in rows if row["step"] > collapsed_at], threshold,
+                             patience)
 
 
 def diverse_from_step(rows: Sequence[dict[str, float]], threshold: float = DIVERSITY_THRESHOLD,
