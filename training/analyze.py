@@ -33,19 +33,14 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
+from typing import TYPE_CHECKING
 
 from training import cli
 from training.errors import UsageError
+from training.experiments.cells import DEFAULT_CELLS
 
-cli.start_tensorflow()  # quietly, before the modules below load it
-from training.experiments import (  # noqa: E402
-    artifacts,
-    collapse,
-    gradients,
-    init_variance,
-    sweep,
-)
-from training.experiments.training_runs import TrainingSetup  # noqa: E402
+if TYPE_CHECKING:
+    from training.experiments.training_runs import TrainingSetup
 
 SHARED_CIFAR10 = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data" / \
     "cifar10-jpeg.tar.gz"
@@ -57,6 +52,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
+    # Flags that do not go together are answered before TensorFlow's start.
+    if args.experiment == "sweep" and args.steps % args.eval_every:
+        # The last step's KID is each run's result.
+        raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
+                         f"{args.eval_every}.")
+    cli.start_tensorflow()  # quietly, before the experiments load it
     args.out.mkdir(parents=True, exist_ok=True)
     for line in _EXPERIMENTS[args.experiment](args):
         print(line)
@@ -64,25 +65,29 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-# Each experiment: run it with the flags, return the summary lines to print.
+# Each experiment: run it with the flags, return the summary lines to print. Each imports its
+# module when it runs, so that the command line is parsed before TensorFlow starts.
 
 
 def _init_variance(args: argparse.Namespace) -> list[str]:
+    from training.experiments import init_variance
+
     rows = init_variance.run(args.out, args.arch, args.image_size, args.scale, args.seeds,
                              args.power_iterations)
     return init_variance.summary(rows)
 
 
 def _gradients(args: argparse.Namespace) -> list[str]:
+    from training.experiments import gradients
+
     rows = gradients.run(args.out, _training_setup(args), args.norms, args.scale, args.seeds,
                          args.num_images, args.warm_up)
     return gradients.summary(rows)
 
 
 def _sweep(args: argparse.Namespace) -> list[str]:
-    if args.steps % args.eval_every:  # the last step's KID is each run's result
-        raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
-                             f"{args.eval_every}.")
+    from training.experiments import sweep
+
     rows = sweep.run(args.out, _training_setup(args), norms=args.norms, scales=args.scales,
                      seeds=args.seeds, eval_every=args.eval_every, kid_samples=args.kid_samples,
                      kid_real=args.kid_real, extractor=args.extractor,
@@ -91,12 +96,16 @@ def _sweep(args: argparse.Namespace) -> list[str]:
 
 
 def _collapse(args: argparse.Namespace) -> list[str]:
+    from training.experiments import collapse
+
     rows = collapse.run(args.out, args.cells, args.seeds, args.steps, args.log_every,
                         args.dataset, args.data_dir, args.batch_size, args.jit_compile)
     return collapse.cell_verdicts(rows, args.steps)
 
 
 def _artifacts(args: argparse.Namespace) -> list[str]:
+    from training.experiments import artifacts
+
     return artifacts.summary(artifacts.run(args.out, args.run, args.steps, args.num_images,
                                            args.lattice_period))
 
@@ -106,6 +115,8 @@ _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep
 
 
 def _training_setup(args: argparse.Namespace) -> TrainingSetup:
+    from training.experiments.training_runs import TrainingSetup
+
     return TrainingSetup(dataset=args.dataset, data_dir=args.data_dir, arch=args.arch,
                          image_size=args.image_size, steps=args.steps,
                          batch_size=args.batch_size)
@@ -160,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_out_flag(study)
     study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds")
     _add_data_flags(study)
-    study.add_argument("--cells", nargs="+", default=list(collapse.DEFAULT_CELLS),
+    study.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS),
                        help="NORM:SCALE:SEMANTICS[+SETTING=VALUE...] per cell")
     _add_length_and_batch_flags(study, steps=1500)
     study.add_argument("--log-every", type=cli.positive_int, default=50,
@@ -177,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     pattern.add_argument("--steps", type=int, nargs="+", default=[0],
                          help="checkpoint steps to measure (0: the generator as initialized)")
     pattern.add_argument("--num-images", type=cli.positive_int, default=64,
-                         help="samples (the run's grid latents) and real images")
+                         help="samples (the run's grid latents), and real images: the "
+                              "diversity's reference batch and as many more to measure")
     pattern.add_argument("--lattice-period", type=cli.positive_int, default=8,
                          help="period in pixels of the lattice the upsamplings leave (8 for "
                               "the CNN's three stride-2 transposed convolutions)")

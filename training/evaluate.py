@@ -21,26 +21,7 @@ import argparse
 import json
 import sys
 
-from training import cli
-
-cli.start_tensorflow()  # quietly, before the modules below load it
-from training.evaluation import (  # noqa: E402
-    IS_SPLITS,
-    KID_SUBSET_SIZE,
-    KID_SUBSETS,
-    NUM_FID_SAMPLES,
-    NUM_REAL_SAMPLES,
-    RealStatistics,
-    cached_real_statistics,
-    evaluate_generator,
-    load_generator,
-    real_statistics_cache_path,
-)
-from training.inception import (  # noqa: E402
-    DEFAULT_BATCH_SIZE,
-    INCEPTION_2015_NAME,
-    make_extractor,
-)
+from training import cli, protocol
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    cli.start_tensorflow()  # quietly, before the modules below load it
+    from training.evaluation import (RealStatistics, cached_real_statistics,
+                                     evaluate_generator, load_generator,
+                                     real_statistics_cache_path)
+    from training.inception import make_extractor
+
     # Cheap checks first: the generator and the real data, then the (downloaded) extractor.
     generate, latent_dim = load_generator(args.generator)
     if args.stats:
@@ -90,20 +77,21 @@ def _parser() -> argparse.ArgumentParser:
     real = parser.add_mutually_exclusive_group(required=True)
     real.add_argument("--stats", help="real statistics .npz (training.fid_stats or TTUR's)")
     cli.add_real_data_arguments(parser, dataset_group=real)
-    parser.add_argument("--num-real", type=cli.positive_int, default=NUM_REAL_SAMPLES,
+    parser.add_argument("--num-real", type=cli.positive_int, default=protocol.NUM_REAL_SAMPLES,
                         help="with --dataset: the first N real images")
     parser.add_argument("--cache-dir", help="with --dataset: statistics cache folder "
                         "(default: ~/.keras/keras_bssn/fid_stats)")
-    parser.add_argument("--num", type=cli.positive_int, default=NUM_FID_SAMPLES,
+    parser.add_argument("--num", type=cli.positive_int, default=protocol.NUM_FID_SAMPLES,
                         help="generated images for FID and KID")
     parser.add_argument("--num-is", type=cli.positive_int,
                         help="generated images for IS (default: --num)")
-    parser.add_argument("--splits", type=cli.positive_int, default=IS_SPLITS, help="IS splits")
-    parser.add_argument("--kid-subsets", type=cli.positive_int, default=KID_SUBSETS,
+    parser.add_argument("--splits", type=cli.positive_int, default=protocol.IS_SPLITS,
+                        help="IS splits")
+    parser.add_argument("--kid-subsets", type=cli.positive_int, default=protocol.KID_SUBSETS,
                         help="KID subsets")
-    parser.add_argument("--kid-subset-size", type=cli.positive_int, default=KID_SUBSET_SIZE,
-                        help="images per KID subset")
-    cli.add_extractor_arguments(parser, INCEPTION_2015_NAME, DEFAULT_BATCH_SIZE)
+    parser.add_argument("--kid-subset-size", type=cli.positive_int,
+                        default=protocol.KID_SUBSET_SIZE, help="images per KID subset")
+    cli.add_extractor_arguments(parser, protocol.INCEPTION_2015_NAME, protocol.DEFAULT_BATCH_SIZE)
     parser.add_argument("--seed", type=int, default=0, help="latent seed")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser

@@ -4,8 +4,8 @@ and `fid_stats` commands share.
 The protocol follows the BSN reference code: FID between 10,000 generated and 5,000 real
 training images, Inception Score on 50,000 generated images in 10 splits, both with the
 2015-12-05 Inception graph (see `training.inception`). KID (Binkowski et al.) comes from the
-same features at no extra extraction cost. The reference numbers are the module constants
-below; presets use them, tests use tiny ones.
+same features at no extra extraction cost. The reference numbers are in `training.protocol`;
+presets use them, tests use tiny ones.
 
 Real-image statistics are computed once and cached on disk as `.npz` files keyed by data
 set, split, extractor and image count (`real_statistics_cache_path`).
@@ -28,14 +28,7 @@ from training import metrics
 from training.errors import UserError
 from training.export import SERVING_SIGNATURE, ExportError, load_export
 from training.inception import FEATURES, PROBS, FeatureExtractor, collect
-
-# The reference protocol (BSN code, after TF-GAN): sample counts, splits and KID subsets.
-NUM_FID_SAMPLES = 10_000
-NUM_REAL_SAMPLES = 5_000
-NUM_IS_SAMPLES = 50_000
-IS_SPLITS = 10
-KID_SUBSETS = 100
-KID_SUBSET_SIZE = 1_000
+from training.protocol import IS_SPLITS, KID_SUBSET_SIZE, KID_SUBSETS, NUM_FID_SAMPLES
 
 FID = "fid"
 IS_MEAN = "is_mean"

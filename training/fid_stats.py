@@ -18,15 +18,7 @@ import argparse
 import sys
 
 from training import cli
-
-cli.start_tensorflow()  # quietly, before the modules below load it
-from training.data import load_images  # noqa: E402
-from training.evaluation import compute_real_statistics  # noqa: E402
-from training.inception import (  # noqa: E402
-    DEFAULT_BATCH_SIZE,
-    INCEPTION_2015_NAME,
-    make_extractor,
-)
+from training.protocol import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,8 +28,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def _fid_stats(args: argparse.Namespace) -> int:
     cli.check_output_file(args.out, "--out", ".npz")
+    cli.start_tensorflow()  # quietly, before the modules below load it
+    from training.data import load_images
+    from training.evaluation import compute_real_statistics
+    from training.inception import make_extractor
+
+    # The data is checked before the (downloaded) extractor loads.
     images = load_images(args.dataset, data_dir=args.data_dir, split=args.split,
-                         image_size=args.image_size, crop_size=args.crop_size)  # the data is checked before the extractor loads
+                         image_size=args.image_size, crop_size=args.crop_size)
     extractor = make_extractor(args.extractor, batch_size=args.batch_size)
     statistics = compute_real_statistics(extractor, images, args.num,
                                          keep_features=args.save_features)

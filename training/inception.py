@@ -33,12 +33,11 @@ import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from training.errors import DataError, UserError
+from training.protocol import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME, KERAS_INCEPTION_V3_NAME
 
 FEATURES = "features"
 PROBS = "probs"
-DEFAULT_BATCH_SIZE = 64
 
-INCEPTION_2015_NAME = "inception-2015"
 INCEPTION_2015_URL = (
     "https://download.tensorflow.org/models/image/imagenet/inception-2015-12-05.tgz"
 )
@@ -50,7 +49,6 @@ INCEPTION_2015_SHA256: str | None = None
 INCEPTION_HASH_ENV = "KERAS_BSSN_INCEPTION_SHA256"
 INCEPTION_2015_GRAPH_FILE = "classify_image_graph_def.pb"
 INCEPTION_GRAPH_ENV = "KERAS_BSSN_INCEPTION_GRAPH"
-KERAS_INCEPTION_V3_NAME = "keras-inceptionv3"
 
 # Tensor and op names in classify_image_graph_def.pb. The graph decodes a JPEG, casts it to
 # float, adds a batch axis (`ExpandDims`), resizes bilinearly to 299x299 and maps [0, 255] to

@@ -23,6 +23,8 @@ import math
 from typing import Any
 
 from training.errors import UserError
+from training.protocol import (INCEPTION_2015_NAME, NUM_FID_SAMPLES, NUM_IS_SAMPLES,
+                               NUM_REAL_SAMPLES)
 
 
 @dataclasses.dataclass
@@ -67,10 +69,10 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     fid_every: int = 10_000
-    fid_samples: int = 10_000
-    fid_real_samples: int = 5_000
-    is_samples: int = 50_000
-    extractor: str = "inception-2015"
+    fid_samples: int = NUM_FID_SAMPLES
+    fid_real_samples: int = NUM_REAL_SAMPLES
+    is_samples: int = NUM_IS_SAMPLES
+    extractor: str = INCEPTION_2015_NAME
     export_name: str | None = None
 
     def data_source(self) -> dict[str, Any]:

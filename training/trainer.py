@@ -149,11 +149,16 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
+def training_images(config: TrainConfig, count: int) -> np.ndarray:
+    """The first `count` training images of the run's data (fewer if it has fewer), in [-1, 1]."""
+    images = data.load_images(**config.data_source(), split="train").take(count)
+    return np.stack(list(images.as_numpy_iterator()))
+
+
 def diversity_reference(config: TrainConfig, num_images: int = 64) -> np.ndarray:
     """The fixed real batch the sample-diversity statistic is measured against: the first
     `num_images` training images of the run's data."""
-    images = data.load_images(**config.data_source(), split="train").take(num_images)
-    return np.stack(list(images.as_numpy_iterator()))
+    return training_images(config, num_images)
 
 
 def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.CheckpointCallback,

@@ -18,7 +18,7 @@ LAYERS = [f"conv{index}" for index in range(1, 8)] + ["logits"]
 
 @pytest.fixture(scope="module")
 def images_npz(tmp_path_factory) -> Path:
-    images = np.random.default_rng(0).integers(0, 256, (48, 8, 8, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (96, 8, 8, 3), dtype=np.uint8)
     path = tmp_path_factory.mktemp("data") / "images.npz"
     np.savez(path, x=images)
     return path
@@ -149,7 +149,7 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
                        "--checkpoint-every", "2", "--fid-every", "0", "--no-export",
                        "--out", str(run)]) == 0
     out = tmp_path / "artifacts"
-    # 64 latents and the data's 48 images: what the training's diversity statistic draws.
+    # 64 latents and the data's first 64 images: what the training's diversity statistic draws.
     assert analyze.main(["artifacts", str(run), "--steps", "0", "2", "--lattice-period", "4",
                          "--out", str(out)]) == 0
     columns, rows = _read(out / "artifacts.csv")
@@ -159,7 +159,11 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
         ("2", "training")]
     assert all(0 <= float(row[column]) <= 1 for row in rows
                for column in ("shared_share", "lattice_share"))
-    assert float(rows[0]["diversity"]) == 1.0
+    # The real row is the other 32 images, measured against the first 64: noise images are
+    # as varied as each other, but not the reference batch itself.
+    assert float(rows[0]["num_images"]) == 32
+    assert float(rows[0]["diversity"]) == pytest.approx(1.0, abs=0.05)
+    assert float(rows[0]["diversity"]) != 1.0
     # The inference-mode diversity is the statistic the training logged at that step.
     logged = {int(float(row["step"])): float(row["diversity"])
               for row in _read(run / "metrics.csv")[1]}
@@ -173,6 +177,8 @@ def test_artifacts_measures_a_runs_checkpoints_in_both_batchnorm_modes(images_np
 
     assert analyze.main(["artifacts", str(run), "--steps", "7", "--out", str(out)]) == 2
     assert "has no checkpoint of step 7; it keeps steps [2]" in capsys.readouterr().err
+    assert analyze.main(["artifacts", str(run), "--num-images", "95", "--out", str(out)]) == 2
+    assert "has 96 training images" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("vector_updates", ["explicit", "in_call"])

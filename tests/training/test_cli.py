@@ -117,6 +117,27 @@ def test_a_users_mistake_is_one_error_line_and_exit_code_2(bad_input_results, co
     assert "error: " in result.stderr and message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("command, arguments", [
+    ("train", ["--no-such-flag"]),
+    ("generate", ["--no-such-flag"]),
+    ("evaluate", ["--no-such-flag"]),
+    ("fid_stats", ["--no-such-flag"]),
+    ("fid_stats", ["--dataset", "npz", "--out", "stats.txt"]),
+    ("analyze", ["collapse", "--no-such-flag"]),
+    ("analyze", ["sweep", "--steps", "7", "--eval-every", "5"]),
+])
+def test_a_mistyped_command_line_is_answered_before_tensorflow_starts(command, arguments):
+    # TensorFlow's start takes 5-10 s: a typo must not wait for it (nor --help).
+    code = (f"import sys\nfrom training import {command}\n"
+            f"try:\n    status = {command}.main(sys.argv[1:])\n"
+            "except SystemExit as stop:\n    status = stop.code\n"
+            "print(status, 'tensorflow' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code, *arguments], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.stdout.split() == ["2", "False"], result.stderr
+    assert "error: " in result.stderr and "Traceback" not in result.stderr
+
+
 def test_tensorflows_start_up_lines_are_silenced_unless_asked_for(files):
     quiet_env = {key: value for key, value in os.environ.items()
                  if key != "TF_CPP_MIN_LOG_LEVEL"}

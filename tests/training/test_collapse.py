@@ -10,7 +10,7 @@ import pytest
 from training import analyze
 from training.callbacks import SampleDiversityMonitor
 from training.callbacks.diversity import mean_pairwise_distance
-from training.experiments import collapse
+from training.experiments import cells, collapse
 from training.presets import ConfigError
 
 
@@ -75,7 +75,7 @@ def test_collapse_step_needs_patience_rows_after_the_warm_up():
 
 
 def test_cells_parse_semantics_and_overrides():
-    cell = collapse.Cell.parse("bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9")
+    cell = cells.Cell.parse("bssn:1.2:keras+differentiable_power_iteration=true+bn_momentum=0.9")
     config = cell.config(seed=3, steps=20, log_every=5, dataset="folder", data_dir="x")
     assert (config.norm, config.scale, config.seed, config.steps) == ("bssn", 1.2, 3, 20)
     assert config.differentiable_power_iteration and config.bn_momentum == 0.9
@@ -85,7 +85,7 @@ def test_cells_parse_semantics_and_overrides():
                 "bssn:x:official", "bssn:1.2:official+reuse_latents=maybe",
                 "bssn:1.2:official+seed=1.5"):
         with pytest.raises(ConfigError):
-            collapse.Cell.parse(bad)
+            cells.Cell.parse(bad)
 
 
 def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
@@ -99,7 +99,7 @@ def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
         writer.writerow([5, 160, 0.03, 0.01, 800])  # logged again after a resume: last wins
     rows = collapse.read_log(path)
     assert [row["step"] for row in rows] == [300, 400, 500, 600, 700, 800]
-    summary = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 0, rows, 1500)
+    summary = collapse.summarize_run(cells.Cell.parse("sn:1:official"), 0, rows, 1500)
     assert summary["collapsed"] and summary["collapse_step"] == 500
     assert summary["max_d_real"] == 160 and summary["steps"] == 800
     verdict = collapse.cell_verdicts([summary], steps=1500)
@@ -111,12 +111,12 @@ def test_a_collapse_counts_and_its_recovery_is_reported():
     diversities = [(500, .1), (550, .12), (600, .1), (650, .13), (706, .15), (756, .53),
                    (806, .8), (856, .74), (906, .2), (956, .7)]
     rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
-    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows, 956)
+    summary = collapse.summarize_run(cells.Cell.parse("bssn:1.2:official"), 0, rows, 956)
     assert summary["collapse_step"] == 500 and summary["recovery_step"] == 756
     assert summary["collapsed"] and not summary["collapsed_at_end"]
     assert collapse.cell_verdicts([summary], steps=956) == [
         "bssn:1.2:official: collapsed in 1 of 1 finished runs (seed 0 at 500, recovered at 756)"]
-    never = collapse.summarize_run(collapse.Cell.parse("sn:1:official"), 1, rows[:5], 706)
+    never = collapse.summarize_run(cells.Cell.parse("sn:1:official"), 1, rows[:5], 706)
     assert never["recovery_step"] is None and never["collapsed_at_end"]
 
 
@@ -125,7 +125,7 @@ def test_an_early_low_phase_is_reported_but_not_counted_as_a_collapse():
     diversities = [(50, .16), (100, .09), (150, .09), (200, .08), (250, .07), (300, .06),
                    (350, .07), (400, .22), (450, .81), (500, .92), (550, .82), (600, .85)]
     rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
-    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:official"), 0, rows, 600)
+    summary = collapse.summarize_run(cells.Cell.parse("bssn:1.2:official"), 0, rows, 600)
     assert summary["collapsed"] is False and summary["collapse_step"] is None
     assert summary["diverse_from_step"] == 450 and summary["min_diversity"] == 0.06
 
@@ -135,13 +135,13 @@ def test_the_row_an_interrupted_run_writes_without_a_diversity_breaks_no_streak(
     diversities = [(250, math.nan), (300, .58), (350, .64), (390, math.nan), (440, .91), (500, .1),
                    (550, .1), (576, math.nan), (626, .1), (676, .8)]
     rows = [{"step": step, "diversity": value, "d_real": 1.0} for step, value in diversities]
-    summary = collapse.summarize_run(collapse.Cell.parse("bssn:1.2:keras"), 0, rows, 676)
+    summary = collapse.summarize_run(cells.Cell.parse("bssn:1.2:keras"), 0, rows, 676)
     assert summary["diverse_from_step"] == 300
     assert summary["collapse_step"] == 500 and summary["min_diversity"] == 0.1
 
 
 def test_an_unfinished_run_is_undecided_until_it_collapses():
-    cell = collapse.Cell.parse("sn:1:official")
+    cell = cells.Cell.parse("sn:1:official")
     healthy = [{"step": step, "diversity": 0.9, "d_real": 1.0} for step in range(50, 801, 50)]
     running = collapse.summarize_run(cell, 0, healthy, steps=1500)
     assert running["collapsed"] is None and running["collapsed_at_end"] is None

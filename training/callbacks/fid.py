@@ -16,13 +16,8 @@ from training.evaluation import (
     FID,
     IS_MEAN,
     IS_STD,
-    IS_SPLITS,
     KID,
     KID_STD,
-    KID_SUBSET_SIZE,
-    KID_SUBSETS,
-    NUM_FID_SAMPLES,
-    NUM_REAL_SAMPLES,
     RealImages,
     RealStatistics,
     cached_real_statistics,
@@ -30,7 +25,15 @@ from training.evaluation import (
     format_scores,
     real_statistics_cache_path,
 )
-from training.inception import INCEPTION_2015_NAME, FeatureExtractor, make_extractor
+from training.inception import FeatureExtractor, make_extractor
+from training.protocol import (
+    INCEPTION_2015_NAME,
+    IS_SPLITS,
+    KID_SUBSET_SIZE,
+    KID_SUBSETS,
+    NUM_FID_SAMPLES,
+    NUM_REAL_SAMPLES,
+)
 
 
 class FIDCallback(keras.callbacks.Callback):

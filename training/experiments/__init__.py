@@ -8,5 +8,6 @@
 
 Each writes `<experiment>.csv` and `<experiment>.png` to the folder it is given. What more than
 one of them uses: `normalizations` (names and scales), `reporting` (CSV files and figures) and
-`training_runs` (run configurations, resumable run folders).
+`training_runs` (run configurations, resumable run folders). `cells` names the collapse study's
+cells without importing TensorFlow, for the command line's defaults.
 """

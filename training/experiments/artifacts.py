@@ -12,9 +12,11 @@ transposed convolutions), against about 1/P^2 for a pattern without that structu
 `run` restores a run's generator at several checkpoints (step 0: as initialized), draws the
 run's grid latents in both BatchNorm modes (`inference`: the moving statistics, as the sample
 grids and FID see it; `training`: the batch's own statistics), measures each, and writes
-`artifacts.csv`, a grid per step and mode, and the same measure of a real batch. Each row also
-has the sample diversity the training logs (mean pairwise distance relative to the same real
-batch), so a collapse can be told from an artifact of the inference-mode statistics.
+`artifacts.csv`, a grid per step and mode, and the same measures of a real batch. Each row also
+has the sample diversity the training logs (mean pairwise distance relative to its reference
+batch, the first training images), so a collapse can be told from an artifact of the
+inference-mode statistics. The real row measures the next training images, so its diversity
+says what "as varied as the data" is: about 1, not 1 by construction.
 """
 
 from __future__ import annotations
@@ -27,10 +29,11 @@ import numpy as np
 
 from training.callbacks.diversity import mean_pairwise_distance
 from training.callbacks.samples import grid_latents, to_uint8
+from training.errors import DataError
 from training.experiments import reporting
 from training.images import save_grid_png
 from training.runs import saved_config
-from training.trainer import diversity_reference, gan_at_step
+from training.trainer import gan_at_step, training_images
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -91,13 +94,20 @@ def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],
     batch; writes `artifacts.csv` and the grids to `out`, and returns the rows."""
 
     config = saved_config(run_dir)
-    real = diversity_reference(config, num_images)
-    real_spread = mean_pairwise_distance(real)
+    first_images = training_images(config, 2 * num_images)
+    # The training's diversity reference, and the real batch measured against it.
+    reference, real = first_images[:num_images], first_images[num_images:]
+    if len(real) < 2:
+        raise DataError(
+            f"The run's data has {len(first_images)} training images: the real row needs "
+            f"--num-images ({num_images}) for the diversity's reference batch and at least 2 "
+            f"more. Lower --num-images.")
+    reference_spread = mean_pairwise_distance(reference)
 
     def measured(images: np.ndarray) -> dict[str, Any]:
         return {"shared_share": shared_pattern_share(images),
                 "lattice_share": lattice_power_share(images, lattice_period),
-                "diversity": mean_pairwise_distance(images) / real_spread,
+                "diversity": mean_pairwise_distance(images) / reference_spread,
                 "num_images": len(images)}
 
     rows = [{"step": "", "mode": "real", **measured(real)}]
@@ -137,8 +147,9 @@ def summary(rows: Sequence[dict[str, Any]]) -> list[str]:
     """One line per step: the shared share in each mode and how much of it lies on the
     lattice, next to the real batch's."""
     real = next(row for row in rows if row["mode"] == "real")
-    lines = [f"real images: shared share {real['shared_share']:.3f} (independent images: "
-             f"about {1 / real['num_images']:.3f})"]
+    lines = [f"{real['num_images']} other real images: shared share "
+             f"{real['shared_share']:.3f} (independent images: about "
+             f"{1 / real['num_images']:.3f}), diversity {real['diversity']:.3f}"]
     for step in dict.fromkeys(row["step"] for row in rows if row["mode"] != "real"):
         by_mode = {row["mode"]: row for row in rows if row["step"] == step}
         lines.append(

@@ -1,9 +1,9 @@
 """The collapse study: which settings make the CNN GAN collapse, on how many seeds, and when.
 
-A *cell* is a normalization, a scale and a training semantics, written
-`NORM:SCALE:SEMANTICS[+SETTING=VALUE...]`, e.g. `bssn:1.2:official`, `sn:1:keras`, or for an
-ablation `bssn:1.2:keras+differentiable_power_iteration=true` (one official setting switched
-on in the old semantics). Each (cell, seed) is one `training.train` run of the
+A *cell* (`training.experiments.cells`) is a normalization, a scale and a training semantics,
+written `NORM:SCALE:SEMANTICS[+SETTING=VALUE...]`, e.g. `bssn:1.2:official`, `sn:1:keras`, or
+for an ablation `bssn:1.2:keras+differentiable_power_iteration=true` (one official setting
+switched on in the old semantics). Each (cell, seed) is one `training.train` run of the
 `cifar10-cnn-bssn` preset with the cell's settings; the runs log every `log_every` steps the
 mean D(real), D(fake), ||grad_x D|| on fakes and the sample diversity
 (`training.callbacks.SampleDiversityMonitor`).
@@ -29,74 +29,18 @@ from typing import TYPE_CHECKING, Any
 from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOLD,
                                           DIVERSITY_WARM_UP_STEPS)
 from training.experiments import reporting
+from training.experiments.cells import Cell
 from training.experiments.training_runs import train_to_end
-from training.presets import ConfigError, TrainConfig, preset, semantics
 from training.runs import finished_status
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
 RUN_COLUMNS = ("cell", "seed", "steps", "collapsed", "collapse_step", "recovery_step",
                "collapsed_at_end", "diverse_from_step", "final_diversity",
                "min_diversity", "max_d_real", "final_d_real", "final_grad_norm_fake")
 LOG_COLUMNS = ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_norm_fake",
                "d_loss", "g_loss")
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """A normalization, scale and semantics (plus single overridden settings)."""
-
-    norm: str
-    scale: float
-    semantics: str
-    overrides: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def parse(cls, spec: str) -> "Cell":
-        """Reads `NORM:SCALE:SEMANTICS[+SETTING=VALUE...]`."""
-        head, *extras = spec.split("+")
-        parts = head.split(":")
-        if len(parts) != 3:
-            raise ConfigError(f"A cell is NORM:SCALE:SEMANTICS[+SETTING=VALUE...], e.g. "
-                              f"bssn:1.2:official; got {spec!r}.")
-        norm, scale, semantics_name = parts
-        semantics(semantics_name)  # refuses an unknown name
-        fields = {field.name for field in dataclasses.fields(TrainConfig)}
-        overrides = []
-        for extra in extras:
-            name, _, value = extra.partition("=")
-            if name not in fields or not value:
-                raise ConfigError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
-                                  "setting of TrainConfig.")
-            overrides.append((name, TrainConfig.parse_setting(name, value)))
-        try:
-            scale_value = float(scale)
-        except ValueError:
-            raise ConfigError(f"The scale of cell {spec!r} is not a number: {scale!r}.") from None
-        return cls(norm, scale_value, semantics_name, tuple(overrides))
-
-    @property
-    def name(self) -> str:
-        """The cell as written, normalized (also its run folders' prefix)."""
-        extras = "".join(f"+{name}={value}".lower() for name, value in self.overrides)
-        return f"{self.norm}:{self.scale:g}:{self.semantics}{extras}"
-
-    def config(self, seed: int, steps: int, log_every: int, dataset: str,
-               data_dir: str | None) -> TrainConfig:
-        """The run of this cell for one seed."""
-        base = preset("cifar10-cnn-bssn")
-        return dataclasses.replace(
-            base, **{**semantics(self.semantics, base.arch), **dict(self.overrides)},
-            dataset=dataset, data_dir=data_dir, norm=self.norm, scale=self.scale, seed=seed,
-            steps=steps, log_every=log_every, sample_every=500, checkpoint_every=250,
-            fid_every=0)
-
-    def folder(self, root: pathlib.Path, seed: int) -> pathlib.Path:
-        """The run folder of this cell for one seed under the study's folder `root`."""
-        safe = self.name.replace(":", "-").replace("+", "_").replace("=", "-")
-        return root / "runs" / f"{safe}-s{seed}"
 
 
 def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], steps: int,

@@ -26,7 +26,8 @@ import numpy as np
 from training.experiments import reporting
 from training.experiments.normalizations import label
 from training.experiments.training_runs import TrainingSetup, train_to_end
-from training.inception import INCEPTION_2015_NAME, INCEPTION_GRAPH_ENV
+from training.inception import INCEPTION_GRAPH_ENV
+from training.protocol import INCEPTION_2015_NAME
 from training.runs import finished_status
 
 COLUMNS = ("norm", "scale", "seed", "step", "kid", "kid_std", "fid", "extractor", "status")
