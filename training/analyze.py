@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 from training import cli
 from training.errors import UsageError
-from training.experiments.cells import DEFAULT_CELLS
+from training.experiments.cells import DEFAULT_CELLS, Cell
 
 if TYPE_CHECKING:
     from training.experiments.training_runs import TrainingSetup
@@ -52,17 +52,24 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    # Flags that do not go together are answered before TensorFlow's start.
-    if args.experiment == "sweep" and args.steps % args.eval_every:
-        # The last step's KID is each run's result.
-        raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
-                         f"{args.eval_every}.")
+    _check_flags(args)
     cli.start_tensorflow()  # quietly, before the experiments load it
     args.out.mkdir(parents=True, exist_ok=True)
     for line in _EXPERIMENTS[args.experiment](args):
         print(line)
     print(f"wrote {args.out}/{args.experiment}.csv and .png")
     return 0
+
+
+def _check_flags(args: argparse.Namespace) -> None:
+    """Refuses, before TensorFlow's start, flags that do not go together or cannot be read."""
+    if args.experiment == "sweep" and args.steps % args.eval_every:
+        # The last step's KID is each run's result.
+        raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
+                         f"{args.eval_every}.")
+    if args.experiment == "collapse":
+        for spec in args.cells:  # the settings' values are checked when the study starts
+            Cell.parse(spec)
 
 
 # Each experiment: run it with the flags, return the summary lines to print. Each imports its

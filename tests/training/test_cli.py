@@ -125,6 +125,7 @@ def test_a_users_mistake_is_one_error_line_and_exit_code_2(bad_input_results, co
     ("fid_stats", ["--dataset", "npz", "--out", "stats.txt"]),
     ("analyze", ["collapse", "--no-such-flag"]),
     ("analyze", ["sweep", "--steps", "7", "--eval-every", "5"]),
+    ("analyze", ["collapse", "--cells", "bssn:1.2"]),
 ])
 def test_a_mistyped_command_line_is_answered_before_tensorflow_starts(command, arguments):
     # TensorFlow's start takes 5-10 s: a typo must not wait for it (nor --help).
