@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from training.errors import OutputPathError, UserError
 from training.presets import parse_boolean
+from training.protocol import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME
 
 EXIT_USER_ERROR = 2
 EXIT_NON_FINITE = 3
@@ -178,13 +179,12 @@ def add_real_data_arguments(parser: argparse.ArgumentParser,
                         "(default: the largest)")
 
 
-def add_extractor_arguments(parser: argparse.ArgumentParser, default: str,
-                            default_batch_size: int) -> None:
-    """`--extractor` and `--batch-size`."""
+def add_extractor_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--extractor` and `--batch-size`, defaulting to the published FIDs' Inception graph."""
     parser.add_argument(
-        "--extractor", default=default,
+        "--extractor", default=INCEPTION_2015_NAME,
         help="inception-2015 (comparable with papers; downloaded once, or the file named by "
         "KERAS_BSSN_INCEPTION_GRAPH), keras-inceptionv3, a .keras feature model, or a .pb/.tgz "
         "copy of the Inception graph")
-    parser.add_argument("--batch-size", type=positive_int, default=default_batch_size,
+    parser.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE,
                         help="images per forward pass")

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="KID subsets")
     parser.add_argument("--kid-subset-size", type=cli.positive_int,
                         default=protocol.KID_SUBSET_SIZE, help="images per KID subset")
-    cli.add_extractor_arguments(parser, protocol.INCEPTION_2015_NAME, protocol.DEFAULT_BATCH_SIZE)
+    cli.add_extractor_arguments(parser)
     parser.add_argument("--seed", type=int, default=0, help="latent seed")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser

@@ -18,7 +18,6 @@ import argparse
 import sys
 
 from training import cli
-from training.protocol import DEFAULT_BATCH_SIZE, INCEPTION_2015_NAME
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     cli.add_real_data_arguments(parser)
     parser.add_argument("--num", type=cli.positive_int, default=50_000,
                         help="real images to use")
-    cli.add_extractor_arguments(parser, INCEPTION_2015_NAME, DEFAULT_BATCH_SIZE)
+    cli.add_extractor_arguments(parser)
     parser.add_argument("--out", required=True, help="the .npz file to write")
     parser.add_argument(
         "--save-features",
