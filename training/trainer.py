@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from training import callbacks, data
 from training.callbacks.checkpoints import checkpoint_steps, weights_are_finite
+from training.callbacks.metrics_csv import read_metrics
 from training.callbacks.steps import generator_step
 from training.distribute import gather_across_workers, make_strategy
 from training.errors import RunFolderError, Stopped
@@ -162,8 +163,8 @@ def diversity_reference(config: TrainConfig, num_images: int = 64) -> np.ndarray
 
 
 def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.CheckpointCallback,
-               guard: callbacks.StopOnNonFiniteLoss, csv_logger: callbacks.MetricsCSVLogger
-               ) -> list[keras.callbacks.Callback]:
+               guard: callbacks.StopOnNonFiniteLoss, csv_logger: callbacks.MetricsCSVLogger,
+               logged_rows: list[dict[str, float]]) -> list[keras.callbacks.Callback]:
     writer = tf.summary.create_file_writer(str(run_dir / "logs"))
     fid = _fid_callback(config, run_dir)
     return [
@@ -173,7 +174,8 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
         *([fid] if fid else []),
         callbacks.SampleGridCallback(run_dir / "samples", config.sample_every,
                                      seed=config.seed, summary_writer=writer),
-        callbacks.SampleDiversityMonitor(diversity_reference(config), seed=config.seed),
+        callbacks.SampleDiversityMonitor(diversity_reference(config), seed=config.seed,
+                                         logged_rows=logged_rows),
         csv_logger,
         callbacks.StepScalarLogger(writer),
         callbacks.ProgressLine(config.steps),
@@ -215,12 +217,16 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
     saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every,
                                          is_healthy=lambda: guard.triggered is None)
     csv_logger = callbacks.MetricsCSVLogger(run_dir / "metrics.csv")
+    # The rows up to the checkpoint: the ones after it are trained again.
+    logged_rows = [row for row in read_metrics((resume_from or run_dir) / "metrics.csv")
+                   if row["step"] <= step]
     try:
         with _SignalHandlers(_raise_stopped):
             gan.fit(dataset, steps_per_epoch=config.log_every,
                     initial_epoch=step // config.log_every,
                     epochs=math.ceil(config.steps / config.log_every),
-                    callbacks=_callbacks(config, run_dir, saver, guard, csv_logger), verbose=0)
+                    callbacks=_callbacks(config, run_dir, saver, guard, csv_logger,
+                                         logged_rows), verbose=0)
     except Stopped as stop:
         _save_after_stop(checkpoint, gan, csv_logger, stop.signum)
         raise

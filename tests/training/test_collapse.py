@@ -10,6 +10,7 @@ import pytest
 from training import analyze
 from training.callbacks import SampleDiversityMonitor
 from training.callbacks.diversity import mean_pairwise_distance
+from training.callbacks.metrics_csv import read_metrics
 from training.experiments import cells, collapse
 from training.presets import ConfigError
 
@@ -61,6 +62,34 @@ def test_diversity_is_relative_to_the_real_batch_and_warns_once_after_the_warm_u
     assert warnings == 1
 
 
+def test_a_resumed_monitor_continues_the_streak_its_logged_rows_began(capsys):
+    rng = np.random.default_rng(2)
+    real = rng.uniform(-1, 1, (16, 4, 4, 3))
+    gan = _FixedGenerator()
+    gan.images = real[:1].repeat(16, axis=0)
+    gan.g_optimizer.iterations.assign(30)
+    # Two low rows after the warm-up, one before it and the diversity-less row an interrupted
+    # interval writes: with a patience of 3, the first new low row completes the streak.
+    logged = [{"step": 5, "diversity": 0.0}, {"step": 10, "diversity": 0.9},
+              {"step": 15, "diversity": 0.1}, {"step": 17, "diversity": math.nan},
+              {"step": 20, "diversity": 0.1}]
+    resumed = SampleDiversityMonitor(real, num_samples=16, patience=3, warm_up_steps=10,
+                                     logged_rows=logged)
+    resumed.set_model(gan)
+    resumed.on_epoch_end(6, {})
+    assert "warning: step 30: sample diversity 0.000 of a real batch's, below 0.25 for 3 log " \
+        "rows in a row" in capsys.readouterr().err
+    # Without the logged rows, the same row starts a streak and warns of nothing.
+    fresh = SampleDiversityMonitor(real, num_samples=16, patience=3, warm_up_steps=10)
+    fresh.set_model(gan)
+    fresh.on_epoch_end(6, {})
+    assert fresh.low_rows == 1 and capsys.readouterr().err == ""
+    # A recovery logged before the interruption ends the streak.
+    recovered = SampleDiversityMonitor(real, num_samples=16, patience=3, warm_up_steps=10,
+                                       logged_rows=[*logged, {"step": 25, "diversity": 0.8}])
+    assert recovered.low_rows == 0
+
+
 def test_collapse_step_needs_patience_rows_after_the_warm_up():
     def rows(values, start=400, every=50):
         return [{"step": start + every * index, "diversity": value}
@@ -97,7 +126,7 @@ def test_a_run_log_is_read_by_step_and_summarized(tmp_path):
                                                      (120, .05), (150, .04)]):
             writer.writerow([epoch, d_real, diversity, 0.01, 300 + 100 * epoch])
         writer.writerow([5, 160, 0.03, 0.01, 800])  # logged again after a resume: last wins
-    rows = collapse.read_log(path)
+    rows = read_metrics(path)
     assert [row["step"] for row in rows] == [300, 400, 500, 600, 700, 800]
     summary = collapse.summarize_run(cells.Cell.parse("sn:1:official"), 0, rows, 1500)
     assert summary["collapsed"] and summary["collapse_step"] == 500

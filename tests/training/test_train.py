@@ -19,7 +19,7 @@ from tests.training.run_files import (
     assert_trained_alike,
     checkpoint_values,
 )
-from training import cli, losses, train
+from training import callbacks, cli, losses, train
 from training.runs import RunFolderLock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -128,6 +128,27 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, fo
     assert code == cli.EXIT_NON_FINITE
     assert "The last good checkpoint is" in capsys.readouterr().err
     assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index"]
+
+
+def test_a_resumed_run_counts_its_logged_diversity_up_to_the_checkpoint(images_npz,
+                                                                        four_step_run,
+                                                                        tmp_path, monkeypatch):
+    out = _copy_of(four_step_run, tmp_path)
+    with open(out / "metrics.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["step"] for row in rows] == ["2", "4"]
+    with open(out / "metrics.csv", "a", newline="") as file:  # logged after the checkpoint
+        csv.DictWriter(file, fieldnames=list(rows[0])).writerow({**rows[-1], "step": "6"})
+    received = []
+
+    class RecordingMonitor(callbacks.SampleDiversityMonitor):
+        def __init__(self, *args, logged_rows=(), **kwargs):
+            received.append([(row["step"], row["diversity"]) for row in logged_rows])
+            super().__init__(*args, logged_rows=logged_rows, **kwargs)
+
+    monkeypatch.setattr(callbacks, "SampleDiversityMonitor", RecordingMonitor)
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    assert received == [[(int(row["step"]), float(row["diversity"])) for row in rows]]
 
 
 def _newest_checkpoint_step(run_dir: Path) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Iterable, Mapping
 
 import keras
 import numpy as np
@@ -46,7 +48,9 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
 
     The warning: once the generator has taken `warm_up_steps` steps (an untrained generator
     draws nearly flat images), a diversity below `threshold` at `patience` log rows in a row
-    prints one line on stderr naming the step.
+    prints one line on stderr naming the step. A resumed run passes the rows it logged up
+    to its checkpoint as `logged_rows`, so a streak that an interruption cut in two still
+    counts (the warning then comes at the first new row that completes or continues it).
 
     Args:
         real_images: real images in [-1, 1], at least 2; all of them are used.
@@ -55,11 +59,22 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
         threshold: diversity under which a row counts as collapsed.
         patience: collapsed rows in a row before the warning.
         warm_up_steps: generator steps before rows count.
+        logged_rows: earlier rows of this run, oldest first, each with a `step` and a
+            `diversity` (rows without a finite diversity, like the one an interrupted
+            interval writes, are skipped).
+
+    Example:
+
+    >>> monitor = SampleDiversityMonitor(np.eye(4).reshape(4, 2, 2, 1), logged_rows=[
+    ...     {"step": 500, "diversity": 0.1}, {"step": 550, "diversity": 0.05}])
+    >>> monitor.low_rows
+    2
     """
 
     def __init__(self, real_images: np.ndarray, num_samples: int = 64, seed: int = 0,
                  threshold: float = DIVERSITY_THRESHOLD, patience: int = DIVERSITY_PATIENCE,
-                 warm_up_steps: int = DIVERSITY_WARM_UP_STEPS):
+                 warm_up_steps: int = DIVERSITY_WARM_UP_STEPS,
+                 logged_rows: Iterable[Mapping[str, float]] = ()):
         super().__init__()
         self.real_diversity = mean_pairwise_distance(real_images)
         if not self.real_diversity > 0:
@@ -71,6 +86,9 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
         self.warm_up_steps = warm_up_steps
         self.low_rows = 0
         self.warned = False
+        for row in logged_rows:
+            if math.isfinite(row.get("diversity", math.nan)):
+                self._count(int(row["step"]), row["diversity"])
 
     def diversity(self) -> float:
         """The current diversity of the fixed latent batch, relative to the real batch."""
@@ -84,13 +102,16 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
         if logs is not None:
             logs["diversity"] = value
         step = generator_step(self.model)
-        if step < self.warm_up_steps:
-            return
-        self.low_rows = self.low_rows + 1 if value < self.threshold else 0
-        if self.low_rows >= self.patience and not self.warned:
+        if self._count(step, value) and not self.warned:
             self.warned = True
             print(f"warning: step {step}: sample diversity {value:.3f} of a real batch's, below "
-                  f"{self.threshold} for {self.patience} log rows in a row: the generator has "
+                  f"{self.threshold} for {self.low_rows} log rows in a row: the generator has "
                   "probably collapsed (every latent draws nearly the same image). See the "
                   "samples/ grids and the README's section on collapse.", file=sys.stderr,
                   flush=True)
+
+    def _count(self, step: int, value: float) -> bool:
+        """Counts one row into the streak of low rows; True once the streak is long enough."""
+        if step >= self.warm_up_steps:
+            self.low_rows = self.low_rows + 1 if value < self.threshold else 0
+        return self.low_rows >= self.patience

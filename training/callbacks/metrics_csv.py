@@ -83,5 +83,28 @@ class MetricsCSVLogger(keras.callbacks.Callback):
         self.write_row(logs or {})
 
 
+def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
+    """The rows of a metrics.csv that have a step, as numbers (NaN where empty), by step; the
+    last row of a step wins (a resumed run logs again the steps after its checkpoint).
+    A missing file has no rows."""
+    if not os.path.exists(path):
+        return []
+    by_step = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            values = {key: _number(value) for key, value in row.items() if key}
+            if math.isfinite(values.get("step", math.nan)):
+                values["step"] = int(values["step"])
+                by_step[values["step"]] = values
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _number(text: str | None) -> float:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def _format(value: float) -> str:
     return repr(value) if math.isfinite(value) else str(value)

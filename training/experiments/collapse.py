@@ -19,7 +19,6 @@ seeds), skips finished ones, and writes `collapse.csv` (a row per run), `collaps
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import math
 import pathlib
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOLD,
                                           DIVERSITY_WARM_UP_STEPS)
+from training.callbacks.metrics_csv import read_metrics
 from training.experiments import reporting
 from training.experiments.cells import Cell
 from training.experiments.training_runs import train_to_end
@@ -76,7 +76,7 @@ def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], step
 
 def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int], steps: int,
                  batch_size: int) -> list[dict[str, Any]]:
-    logs = {(cell.name, seed): read_log(cell.folder(out, seed) / "metrics.csv")
+    logs = {(cell.name, seed): read_metrics(cell.folder(out, seed) / "metrics.csv")
             for cell in cells for seed in seeds}
     rows = [summarize_run(cell, seed, logs[cell.name, seed], steps)
             for cell in cells for seed in seeds]
@@ -89,28 +89,6 @@ def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int],
                  f"collapse below {DIVERSITY_THRESHOLD} (dashed) for {DIVERSITY_PATIENCE} rows")
         reporting.save_figure(plot_study(logs, title), out / "collapse.png")
     return rows
-
-
-def read_log(metrics_csv: pathlib.Path) -> list[dict[str, float]]:
-    """The rows of a run's metrics.csv that have a step, as numbers, by step (the last row
-    of a step wins: a resumed run may log a step twice)."""
-    if not metrics_csv.exists():
-        return []
-    by_step = {}
-    with open(metrics_csv) as file:
-        for row in csv.DictReader(file):
-            values = {key: _number(value) for key, value in row.items() if key}
-            if math.isfinite(values.get("step", math.nan)):
-                values["step"] = int(values["step"])
-                by_step[values["step"]] = values
-    return [by_step[step] for step in sorted(by_step)]
-
-
-def _number(text: str | None) -> float:
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def collapse_step(rows: Sequence[dict[str, float]], threshold: float = DIVERSITY_THRESHOLD,
