@@ -9,8 +9,10 @@ directly, so `fit`'s callbacks and progress bar are left out. Each sample times
 The reference logs ||grad_x D(x)|| every step, which costs a second backward pass through D;
 `track_input_gradients` switches it, and both settings are timed by default.
 
-`--xla-comparison` times instead the BSSN GAN's step (logging on, as the collapse study
-trains) compiled with and without XLA, interleaved: how much `jit_compile` saves.
+`--xla-comparison` times instead the main job's step, the GAN that `training.train --preset
+cifar10-cnn-bssn` builds (BSSN c = 1.2, `||grad_x D||` logging on), in both training
+semantics (official and `--semantics keras`), each compiled with and without XLA,
+interleaved: what `jit_compile` saves or costs on this CPU, and what each semantics costs.
 
 Run from the repository root:
 
@@ -21,6 +23,7 @@ Run from the repository root:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import sys
 from typing import Sequence
@@ -35,6 +38,8 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from training.gan import GAN  # noqa: E402
+from training.presets import preset, semantics  # noqa: E402
+from training.trainer import build_gan as build_preset_gan  # noqa: E402
 from training.networks.cnn import cnn_generator  # noqa: E402
 
 LATENT_DIM = 128
@@ -88,15 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
                         const="off", help="same as --input-gradients off "
                                           "(track_input_gradients=False)")
     parser.add_argument("--xla-comparison", action="store_true",
-                        help="time the BSSN GAN's step without and with XLA instead")
+                        help="time instead the main job's step in both semantics, without "
+                             "and with XLA")
     return parser
 
 
-XLA_LABELS = {"xla-off": "BSSN, XLA off", "xla-on": "BSSN, XLA on (jit_compile)"}
+SEMANTICS = ("official", "keras")
+XLA_LABELS = {f"{name}/xla-{state}": f"main job, {name} semantics, XLA {state}"
+              for name in SEMANTICS for state in ("off", "on")}
 
 
 def build_xla_variants(args: argparse.Namespace) -> dict[str, common.Step]:
-    return train_steps(args, {"xla-off": ("bssn", True, False), "xla-on": ("bssn", True, True)})
+    """The main preset's compiled train step for each semantics, without and with XLA."""
+    steps = {}
+    for name in SEMANTICS:
+        for jit in (False, True):
+            config = dataclasses.replace(preset("cifar10-cnn-bssn"), **semantics(name),
+                                         batch_size=args.batch_size, seed=args.seed,
+                                         jit_compile=jit)
+            common.seed_everything(args.seed)
+            dataset = real_images(config.batch_size * config.n_dis, args.seed)
+            steps[f"{name}/xla-{'on' if jit else 'off'}"] = train_step(build_preset_gan(config),
+                                                                      dataset)
+    return steps
 
 
 def input_gradient_settings(args: argparse.Namespace) -> list[str]:
@@ -151,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                              args.warmup, repeats=args.steps_per_round,
                                              seed=args.seed,
                                              progress=common.print_progress(args.rounds))
-        common.print_report(samples, "xla-off", XLA_LABELS, throughput=True)
+        common.print_report(samples, "official/xla-off", XLA_LABELS, throughput=True)
         return 0
     print(common.environment_report(args.jit, args.backend_info))
     steps = build_variants(args)
