@@ -183,9 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_length_and_batch_flags(study, steps=1500)
     study.add_argument("--log-every", type=cli.positive_int, default=50,
                        help="steps between log rows")
-    study.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=True,
+    study.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=False,
                        help="XLA-compile every run's train step (the same computation up to "
-                            "rounding, faster)")
+                            "rounding; faster on some CPUs, slower on others)")
 
     pattern = experiments.add_parser(
         "artifacts", help="a pattern repeated in every sample; BatchNorm mode's part",

@@ -181,11 +181,11 @@ def test_an_unfinished_run_is_undecided_until_it_collapses():
         "sn:1:official: collapsed in 0 of 0 finished runs; 1 unfinished"]
 
 
-def test_the_study_trains_every_run_xla_compiled_unless_told_not_to(tmp_path, monkeypatch):
+def test_the_study_trains_without_xla_unless_told_to(tmp_path, monkeypatch):
     trained = []
     monkeypatch.setattr(collapse, "train_to_end",
                         lambda config, folder: trained.append((config, folder)))
-    for flag, expected in (([], True), (["--no-jit-compile"], False)):
+    for flag, expected in (([], False), (["--jit-compile"], True)):
         args = analyze.build_parser().parse_args(
             ["collapse", "--out", str(tmp_path), "--seeds", "0", "1", "--cells",
              "sn:1:official", "--steps", "4", *flag])

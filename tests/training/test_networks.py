@@ -102,6 +102,26 @@ def test_cnn_initializers_follow_the_official_code(initializers, generator_init,
         assert inner.kernel_initializer.stddev == 0.02
 
 
+@pytest.mark.parametrize("arch, initializers", [("cnn", "official"), ("cnn", "truncated"),
+                                                ("resnet", "official")])
+def test_every_layer_draws_its_own_random_weights(arch, initializers):
+    # An initializer instance shared by layers repeats one random stream in each of them: the
+    # first values of every kernel would be the same numbers.
+    options = {"initializers": initializers} if arch == "cnn" else {}
+    generator, discriminator = build_networks(arch, 32, norm="bssn", scale=1.2, **options)
+    kernels = {weight.path: np.ravel(keras.ops.convert_to_numpy(weight))
+               for model in (generator, discriminator) for weight in model.weights
+               if weight.path.endswith("kernel") or "/u_view" in weight.path}
+    names = sorted(kernels)
+    for index, first in enumerate(names):
+        for second in names[index + 1:]:
+            count = min(kernels[first].size, kernels[second].size)
+            if count < 64:
+                continue
+            correlation = np.corrcoef(kernels[first][:count], kernels[second][:count])[0, 1]
+            assert abs(correlation) < 0.5, (first, second, correlation)
+
+
 def test_generator_batchnorm_uses_the_official_momentum_and_epsilon():
     for generator in (cnn_generator(32), build_networks("resnet", 32)[0]):
         norms = [layer for layer in generator.layers

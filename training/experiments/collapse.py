@@ -45,12 +45,13 @@ LOG_COLUMNS = ("cell", "seed", "step", "diversity", "d_real", "d_fake", "grad_no
 
 def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], steps: int,
         log_every: int, dataset: str, data_dir: str | None, batch_size: int,
-        jit_compile: bool = True) -> list[dict[str, Any]]:
+        jit_compile: bool = False) -> list[dict[str, Any]]:
     """Trains the study's runs not finished yet, writes its files to `out` (after every run
     too, so that they are readable while it runs), and returns a row per run (`summarize_run`).
 
     `jit_compile` trains every run's step XLA-compiled: the same computation up to rounding,
-    1.34x as fast on a 2-core CPU (`benchmarks/README.md`), which a study of 20 runs needs.
+    faster on some CPUs and slower on others (`benchmarks/README.md`). Off by default, as in
+    the training command, so that the study measures what the main command runs.
 
     Every cell's settings are checked before the first run starts (`ConfigError`). Ctrl-C
     propagates; calling again resumes.

@@ -26,6 +26,9 @@ INITIALIZERS = ("official", "truncated")
 
 def _initializer(initializers: str, truncated_in_official: bool
                  ) -> keras.initializers.Initializer:
+    # A new instance per layer: an unseeded Keras 3 initializer fixes its seed when it is
+    # created, so one instance shared by several layers gives them all the same random stream
+    # (each kernel a prefix of the same draws), where the official code draws each anew.
     if initializers not in INITIALIZERS:
         raise ValueError(f"Unknown initializers {initializers!r}; choose one of "
                          f"{', '.join(INITIALIZERS)}.")
@@ -63,23 +66,25 @@ def cnn_generator(image_size: int = 32, latent_dim: int = 128, channels: int = 3
     """
     base = _base_size(image_size)
     latents = keras.Input((latent_dim,), name="latents")
-    init = _initializer(initializers, truncated_in_official=False)
 
     def batch_norm():
         return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=bn_epsilon,
                                                synchronized=True)
 
-    x = keras.layers.Dense(base * base * 512, kernel_initializer=init)(latents)
+    def init():
+        return _initializer(initializers, truncated_in_official=False)
+
+    x = keras.layers.Dense(base * base * 512, kernel_initializer=init())(latents)
     x = batch_norm()(x)
     x = keras.layers.ReLU()(x)
     x = keras.layers.Reshape((base, base, 512))(x)
     for filters in (256, 128, 64):
         x = keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same",
-                                         kernel_initializer=init)(x)
+                                         kernel_initializer=init())(x)
         x = batch_norm()(x)
         x = keras.layers.ReLU()(x)
     x = keras.layers.Conv2DTranspose(channels, 3, strides=1, padding="same",
-                                     kernel_initializer=init)(x)
+                                     kernel_initializer=init())(x)
     images = keras.layers.Activation("tanh", dtype="float32", name="images")(x)
     return keras.Model(latents, images, name=name)
 
