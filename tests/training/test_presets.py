@@ -1,7 +1,10 @@
 """The paper's grid as presets, and flag overrides."""
 
+from pathlib import Path
+
 import pytest
 
+from training import presets
 from training.presets import PRESETS, TrainConfig, preset
 from training.train import build_parser, resolve_config
 
@@ -65,3 +68,14 @@ def test_a_config_saved_before_the_semantics_settings_reads_as_the_old_semantics
     config = TrainConfig.from_dict({"norm": "bssn", "scale": 1.2})
     assert (config.differentiable_power_iteration, config.vector_updates,
             config.bn_momentum) == (False, "in_call", 0.99)
+
+
+def test_the_readme_table_of_departures_names_every_semantics_setting():
+    # The README's one table of the official code's values, our defaults and the flags.
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("### Training as the official code does\n", 1)[1].split("\n### ")[0]
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|"))
+    settings = set(presets.semantics("keras")) | set(presets.semantics("official", "resnet"))
+    for setting in settings:
+        assert f"`--{setting.replace('_', '-')}" in table, setting
+    assert "`--semantics keras`" in table
