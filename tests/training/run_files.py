@@ -31,11 +31,20 @@ def assert_trained_alike(expected: dict[str, np.ndarray], actual: dict[str, np.n
 
     At initialization many LeakyReLU inputs sit near 0, where a rounding difference switches
     the slope (1 or 0.1), so single gradient entries (and Adam's moments) can differ a lot;
-    but Adam moves a weight at most about `learning_rate` per step, so the networks' weights,
-    vectors and BatchNorm statistics agree within 2 * learning_rate * steps.
+    but Adam moves a weight at most about `learning_rate` per step, so the networks' weights
+    and vectors agree within 2 * learning_rate * steps. BatchNorm's moving statistics average
+    activations, each a sum over a layer's fan-in, so one entry can differ by many times that;
+    as a whole they agree within 2% (relative norm; rounding has given up to 0.6%). A layout
+    bug moves them much more: statistics updated once per replica advance the moving average
+    twice per step (after 6 steps at momentum 0.9, 72% of the way instead of 47%).
     """
     assert expected.keys() == actual.keys()
     bound = 2 * learning_rate * steps
     for name, value in expected.items():
-        if name.startswith("gan/"):
+        if not name.startswith("gan/"):
+            continue
+        if "/moving_mean/" in name or "/moving_variance/" in name:
+            difference = np.linalg.norm(actual[name] - value) / np.linalg.norm(value)
+            assert difference < 0.02, (name, difference)
+        else:
             np.testing.assert_allclose(actual[name], value, rtol=1e-3, atol=bound, err_msg=name)
