@@ -194,3 +194,13 @@ def test_the_study_trains_without_xla_unless_told_to(tmp_path, monkeypatch):
         assert [config.jit_compile for config, _ in trained] == [expected, expected]
         assert [config.seed for config, _ in trained] == [0, 1]
     assert (tmp_path / "collapse.csv").exists()
+
+
+def test_the_curves_pass_over_the_row_an_interrupted_run_writes():
+    rows = [{"step": 50, "diversity": 0.1, "d_real": 2.0},
+            {"step": 64, "diversity": math.nan, "d_real": 3.0},  # Ctrl-C: losses only
+            {"step": 114, "diversity": 0.2, "d_real": 4.0}]
+    figure = collapse.plot_study({("sn:1:official", 0): rows}, "study")
+    diversity_line = figure.axes[0].lines[0]
+    assert list(diversity_line.get_xdata()) == [50, 114]
+    assert list(diversity_line.get_ydata()) == [0.1, 0.2]

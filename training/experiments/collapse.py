@@ -227,9 +227,11 @@ def plot_study(logs: dict[tuple[str, int], list[dict[str, float]]], title: str) 
         for (name, seed), rows in sorted(logs.items()):
             if name != cell or not rows:
                 continue
-            steps = [row["step"] for row in rows]
-            top.plot(steps, [row.get("diversity", math.nan) for row in rows], label=f"seed {seed}")
-            bottom.plot(steps, [row.get("d_real", math.nan) for row in rows])
+            # A row an interruption wrote has losses but no diversity: a gap in no line.
+            measured = [row for row in rows if math.isfinite(row.get("diversity", math.nan))]
+            top.plot([row["step"] for row in measured], [row["diversity"] for row in measured],
+                     label=f"seed {seed}")
+            bottom.plot([row["step"] for row in rows], [row.get("d_real", math.nan) for row in rows])
         top.axhline(DIVERSITY_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
         top.set_title(cell, fontsize=9)
         top.set_ylabel("sample diversity / real batch's")
