@@ -167,6 +167,8 @@ def test_the_row_an_interrupted_run_writes_without_a_diversity_breaks_no_streak(
     summary = collapse.summarize_run(cells.Cell.parse("bssn:1.2:keras"), 0, rows, 676)
     assert summary["diverse_from_step"] == 300
     assert summary["collapse_step"] == 500 and summary["min_diversity"] == 0.1
+    stopped = collapse.summarize_run(cells.Cell.parse("bssn:1.2:keras"), 0, rows[:-2], 676)
+    assert stopped["steps"] == 576 and stopped["final_diversity"] == 0.1  # the step-550 row's
 
 
 def test_an_unfinished_run_is_undecided_until_it_collapses():
