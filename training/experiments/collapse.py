@@ -178,6 +178,7 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]],
     recovered = None if step is None else recovery_step(rows, step)
     last = rows[-1]
     finished = last["step"] >= steps
+    diversities = _logged(rows, "diversity")
     return {
         "cell": cell.name, "seed": seed, "steps": last["step"],
         "collapsed": True if step is not None else (False if finished else None),
@@ -185,8 +186,8 @@ def summarize_run(cell: Cell, seed: int, rows: Sequence[dict[str, float]],
         "collapsed_at_end": (step is not None and recovered is None) if finished else None,
         "diverse_from_step": diverse_from_step(rows),
         # The last measured: a run stopped by Ctrl-C ends on a row without one.
-        "final_diversity": (_logged(rows, "diversity") or [math.nan])[-1],
-        "min_diversity": min(_logged(rows, "diversity"), default=math.nan),
+        "final_diversity": diversities[-1] if diversities else math.nan,
+        "min_diversity": min(diversities, default=math.nan),
         "max_d_real": max(_logged(rows, "d_real"), default=math.nan),
         "final_d_real": last.get("d_real"),
         "final_grad_norm_fake": last.get("grad_norm_fake"),
