@@ -210,9 +210,6 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
         print(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
     if step >= config.steps:
         return TrainingResult(gan, step, checkpoint.latest)
-    dataset = data.make_train_dataset(
-        **config.data_source(), batch_size=config.batch_size * config.n_dis,
-        seed=config.seed, start_batch=step, skipped_log=run_dir / "skipped_images.log")
     guard = callbacks.StopOnNonFiniteLoss()
     saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every,
                                          is_healthy=lambda: guard.triggered is None)
@@ -220,13 +217,15 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
     # The rows up to the checkpoint: the ones after it are trained again.
     logged_rows = [row for row in read_metrics((resume_from or run_dir) / "metrics.csv")
                    if row["step"] <= step]
+    run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
     try:
         with _SignalHandlers(_raise_stopped):
-            gan.fit(dataset, steps_per_epoch=config.log_every,
-                    initial_epoch=step // config.log_every,
-                    epochs=math.ceil(config.steps / config.log_every),
-                    callbacks=_callbacks(config, run_dir, saver, guard, csv_logger,
-                                         logged_rows), verbose=0)
+            step = _fit_to_next_log_row(gan, config, run_dir, step, run_callbacks)
+            if not gan.stop_training:
+                gan.fit(_train_dataset(config, run_dir, step), steps_per_epoch=config.log_every,
+                        initial_epoch=step // config.log_every,
+                        epochs=math.ceil(config.steps / config.log_every),
+                        callbacks=run_callbacks, verbose=0)
     except Stopped as stop:
         _save_after_stop(checkpoint, gan, csv_logger, stop.signum)
         raise
@@ -234,6 +233,38 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
         guard.triggered = (f"the weights became NaN or infinite by generator step "
                            f"{saver.nonfinite_weights_step}")
     return TrainingResult(gan, generator_step(gan), checkpoint.latest, guard.triggered)
+
+
+def _train_dataset(config: TrainConfig, run_dir: pathlib.Path, step: int) -> tf.data.Dataset:
+    """The run's training batches from generator `step` on (one batch per step)."""
+    return data.make_train_dataset(
+        **config.data_source(), batch_size=config.batch_size * config.n_dis,
+        seed=config.seed, start_batch=step, skipped_log=run_dir / "skipped_images.log")
+
+
+class _TrainEndOnlyIfStopped(keras.callbacks.CallbackList):
+    """Callbacks of a `fit` that another `fit` continues: their train end (a final grid, a
+    final checkpoint) runs only if this one stopped the training."""
+
+    def on_train_end(self, logs=None):
+        if self.model.stop_training:
+            super().on_train_end(logs)
+
+
+def _fit_to_next_log_row(gan: GAN, config: TrainConfig, run_dir: pathlib.Path, step: int,
+                         run_callbacks: list[keras.callbacks.Callback]) -> int:
+    """Trains a run resumed between two log rows (a Ctrl-C save) up to the next row, so that
+    its rows, and the intervals they average, fall on the steps of an uninterrupted run's;
+    returns the step reached. `fit` starts a log row every `steps_per_epoch` steps from where
+    it starts, so this takes a `fit` of its own; the data continue in the next one."""
+    steps_to_row = -step % config.log_every
+    if not steps_to_row:
+        return step
+    epoch = step // config.log_every
+    gan.fit(_train_dataset(config, run_dir, step), steps_per_epoch=steps_to_row,
+            initial_epoch=epoch, epochs=epoch + 1, verbose=0,
+            callbacks=_TrainEndOnlyIfStopped(run_callbacks, add_history=True, model=gan))
+    return generator_step(gan)
 
 
 def _check_workers_agree(config: TrainConfig, step: int, run_dir: pathlib.Path) -> None:

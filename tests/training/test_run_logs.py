@@ -5,6 +5,7 @@ import io
 
 import keras
 import numpy as np
+import pytest
 
 from training.callbacks import MetricsCSVLogger, ProgressLine
 from training.callbacks.progress import format_duration
@@ -45,13 +46,35 @@ def test_metrics_csv_has_step_first_and_rewrites_its_header_for_new_columns(tmp_
     assert rows[0]["sigma/conv1_view1"] == "" and rows[1]["sigma/conv1"] == ""
 
 
-def test_progress_line_shows_step_speed_eta_and_the_key_scalars():
+class _Clock:
+    """Stands in for `time.monotonic`: seconds move only when the test says."""
+
+    def __init__(self):
+        self.now = 5000.0
+
+    def __call__(self):
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> _Clock:
+    clock = _Clock()
+    monkeypatch.setattr("training.callbacks.progress.time.monotonic", clock)
+    return clock
+
+
+def _started_progress_line(run: _Run) -> tuple[ProgressLine, io.StringIO]:
     stream = io.StringIO()
-    run = _Run().at(1000)
     progress = ProgressLine(4000, stream=stream)
     progress.set_model(run)
     progress.on_train_begin()
-    progress._start_time -= 100.0  # 100 s ago, 1000 steps trained since
+    return progress, stream
+
+
+def test_progress_line_shows_step_speed_eta_and_the_key_scalars(clock):
+    run = _Run().at(1000)
+    progress, stream = _started_progress_line(run)
+    clock.now += 100.0  # 1000 steps in 100 s
     run.at(2000)
     progress.on_epoch_end(0, {"d_loss": 1.234, "g_loss": 0.5, "d_real": 0.8, "d_fake": -0.6,
                               "diversity": 0.71, "sigma/conv1": 1.0})
@@ -60,6 +83,18 @@ def test_progress_line_shows_step_speed_eta_and_the_key_scalars():
     assert "d_loss 1.23 g_loss 0.5 D(real) 0.8 D(fake) -0.6 diversity 0.71" in line
     assert "sigma" not in line and line.endswith("\n")
     assert format_duration(3725) == "1:02:05"
+
+
+def test_progress_line_counts_from_its_first_fit_when_a_second_continues_the_run(clock):
+    run = _Run().at(1000)
+    progress, stream = _started_progress_line(run)
+    clock.now += 50.0
+    run.at(1500)
+    progress.on_train_begin()  # the run goes on in another fit: the same clock
+    clock.now += 50.0
+    run.at(2000)
+    progress.on_epoch_end(0, {})
+    assert stream.getvalue().startswith("step 2000/4000 (50%) | 10.00 steps/s | elapsed 1:40")
 
 
 def test_metrics_csv_keeps_the_running_means_of_an_interval_cut_short(tmp_path):

@@ -193,6 +193,40 @@ def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(imag
     assert not list((killed / "checkpoints").glob("*_temp*"))
 
 
+def test_a_run_resumed_between_two_log_rows_logs_on_the_uninterrupted_runs_steps(
+        images_npz, tmp_path):
+    # Stopped at step 3 (as a Ctrl-C saves, between the rows of steps 2 and 4), then resumed.
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert train.main(_args(images_npz, straight, 8, "--no-export")) == 0
+    assert train.main(_args(images_npz, resumed, 3, "--no-export")) == 0
+    assert train.main(_args(images_npz, resumed, 8, "--no-export")) == 0
+
+    def rows(run):
+        with open(run / "metrics.csv", newline="") as file:
+            return {int(row["step"]): row for row in csv.DictReader(file)}
+
+    def grids(run):
+        return sorted(path.name for path in (run / "samples").glob("*.png"))
+
+    assert sorted(rows(straight)) == [2, 4, 6, 8]
+    assert sorted(rows(resumed)) == [2, 3, 4, 6, 8]  # 3: where the first command stopped
+    # After the row of step 4 the intervals are the same steps, trained the same.
+    for step in (6, 8):
+        assert rows(resumed)[step] == rows(straight)[step], step
+    assert grids(resumed) == sorted([*grids(straight), "step_0000003.png"])
+    assert_same_checkpoints(checkpoint_values(straight), checkpoint_values(resumed))
+
+
+def test_a_run_that_ends_before_its_next_log_row_after_a_resume_still_saves_its_end(
+        images_npz, tmp_path):
+    out = tmp_path / "run"
+    flags = ("--no-export", "--log-every", "4", "--checkpoint-every", "4")
+    assert train.main(_args(images_npz, out, 1, *flags)) == 0
+    assert train.main(_args(images_npz, out, 3, *flags)) == 0  # ends short of the row at 4
+    assert _newest_checkpoint_step(out) == 3
+    assert (out / "samples" / "step_0000003.png").exists()
+
+
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

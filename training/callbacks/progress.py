@@ -35,7 +35,8 @@ class ProgressLine(keras.callbacks.Callback):
 
     One line per log interval (the epoch end); on a terminal the line is also redrawn in place
     after every step in between. Speed and ETA count only the steps of this process, so a
-    resumed run's first line is not flattered by the steps it did not train.
+    resumed run's first line is not flattered by the steps it did not train; they run from
+    the first `fit` the callback is given (a run may continue in a second one).
 
     Args:
         total_steps: the run's target generator step.
@@ -52,8 +53,9 @@ class ProgressLine(keras.callbacks.Callback):
         self._last_logs: dict = {}
 
     def on_train_begin(self, logs=None):
-        self._start_time = time.monotonic()
-        self._start_step = generator_step(self.model)
+        if self._start_time is None:
+            self._start_time = time.monotonic()
+            self._start_step = generator_step(self.model)
 
     def line(self, logs: dict | None = None) -> str:
         """The progress line at the current step."""
