@@ -179,6 +179,7 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
         csv_logger,
         callbacks.StepScalarLogger(writer),
         callbacks.ProgressLine(config.steps),
+        # Last: a step's checkpoint is written once its log row is.
         saver,
     ]
 

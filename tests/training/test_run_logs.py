@@ -7,12 +7,16 @@ import keras
 import numpy as np
 import pytest
 
-from training.callbacks import MetricsCSVLogger, ProgressLine
+from training.callbacks import CheckpointCallback, MetricsCSVLogger, ProgressLine
+from training.callbacks.metrics_csv import read_metrics
+from training.callbacks.steps import generator_step
 from training.callbacks.progress import format_duration
 
 
 class _Run:
     """Stands in for a GAN: only its generator step counter."""
+
+    weights = ()
 
     def __init__(self):
         self.g_optimizer = keras.optimizers.Adam()
@@ -109,6 +113,44 @@ def test_metrics_csv_keeps_the_running_means_of_an_interval_cut_short(tmp_path):
     logger.write_partial_row()
     assert [(row["step"], row["d_loss"]) for row in _rows(path)] == [("100", "1.5"),
                                                                       ("137", "0.75")]
+
+
+class _Checkpoint:
+    """Stands in for a `RunCheckpoint`: records the steps of metrics.csv's rows at each save."""
+
+    def __init__(self, run: _Run, metrics_path):
+        self.run, self.metrics_path = run, metrics_path
+        self.saved_step = None
+        self.rows_at_save: dict[int, list[int]] = {}
+
+    @property
+    def step(self) -> int:
+        return generator_step(self.run)
+
+    def save(self) -> None:
+        self.saved_step = self.step
+        self.rows_at_save[self.step] = [row["step"] for row in read_metrics(self.metrics_path)]
+
+
+def test_a_steps_checkpoint_is_saved_after_its_log_row(tmp_path):
+    # A crash between the two must not leave a checkpoint of a step whose row is missing:
+    # the resumed run would start after it and never write that row.
+    run = _Run()
+    logger = MetricsCSVLogger(tmp_path / "metrics.csv")
+    checkpoint = _Checkpoint(run, tmp_path / "metrics.csv")
+    saver = CheckpointCallback(checkpoint, every_n_steps=2)
+    for callback in (logger, saver):  # the saver last, as the training lists it
+        callback.set_model(run.at(2))
+        callback.on_train_batch_end(1, {"d_loss": 1.0})
+    assert checkpoint.rows_at_save == {}
+    for callback in (logger, saver):  # the epoch's (log interval's) end
+        callback.on_epoch_end(0, {"d_loss": 1.0})
+    assert checkpoint.rows_at_save == {2: [2]}
+    run.at(4)
+    saver.on_train_batch_end(1, {})  # mid-interval: saved when the next step starts
+    assert 4 not in checkpoint.rows_at_save
+    saver.on_train_batch_begin(2)
+    assert checkpoint.rows_at_save[4] == [2]
 
 
 class _Sampler(_Run):

@@ -20,6 +20,7 @@ from tests.training.run_files import (
     checkpoint_values,
 )
 from training import callbacks, cli, losses, train
+from training.callbacks.metrics_csv import read_metrics
 from training.runs import RunFolderLock
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,15 +192,21 @@ def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(imag
     assert any("u_view2" in name for name in expected)
     assert_same_checkpoints(expected, checkpoint_values(killed))
     assert not list((killed / "checkpoints").glob("*_temp*"))
+    # A resume at an odd step trains to the next row first: the rows stay on even steps.
+    assert ([row["step"] for row in read_metrics(killed / "metrics.csv")]
+            == [row["step"] for row in read_metrics(straight / "metrics.csv")]
+            == list(range(2, steps + 1, 2)))
 
 
+@pytest.mark.parametrize("strategy", ["default", "mirrored"])
 def test_a_run_resumed_between_two_log_rows_logs_on_the_uninterrupted_runs_steps(
-        images_npz, tmp_path):
+        images_npz, tmp_path, strategy):
     # Stopped at step 3 (as a Ctrl-C saves, between the rows of steps 2 and 4), then resumed.
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert train.main(_args(images_npz, straight, 8, "--no-export")) == 0
-    assert train.main(_args(images_npz, resumed, 3, "--no-export")) == 0
-    assert train.main(_args(images_npz, resumed, 8, "--no-export")) == 0
+    flags = ("--no-export", "--strategy", strategy)
+    assert train.main(_args(images_npz, straight, 8, *flags)) == 0
+    assert train.main(_args(images_npz, resumed, 3, *flags)) == 0
+    assert train.main(_args(images_npz, resumed, 8, *flags)) == 0
 
     def rows(run):
         with open(run / "metrics.csv", newline="") as file:

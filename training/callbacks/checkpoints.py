@@ -149,6 +149,11 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     Before each save every weight of the model is checked: a NaN or infinite one skips the
     save, stops training and sets `nonfinite_weights_step`.
+
+    A step's save waits for the callbacks of that step to finish (it runs at the next step's
+    start, or at the epoch's end, after the callbacks listed before this one): a crash
+    between the two would otherwise leave a checkpoint of a step whose log row was never
+    written, and the resumed run, starting after it, would never write it.
     """
 
     def __init__(self, checkpoint: RunCheckpoint, every_n_steps: int,
@@ -158,6 +163,7 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.is_healthy = is_healthy
         self.nonfinite_weights_step: int | None = None
+        self._save_due = False
 
     def _save_if_new(self) -> None:
         if self.checkpoint.step == self.checkpoint.saved_step or not self.is_healthy():
@@ -170,11 +176,22 @@ class CheckpointCallback(keras.callbacks.Callback):
             return
         self.checkpoint.save()
 
-    def on_train_batch_end(self, batch, logs=None):
-        if self.checkpoint.step % self.every_n_steps == 0:
+    def _save_if_due(self) -> None:
+        if self._save_due:
+            self._save_due = False
             self._save_if_new()
 
+    def on_train_batch_end(self, batch, logs=None):
+        self._save_due = self.checkpoint.step % self.every_n_steps == 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._save_if_due()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save_if_due()
+
     def on_train_end(self, logs=None):
+        self._save_due = False
         self._save_if_new()
 
 
