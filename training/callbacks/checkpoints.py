@@ -163,7 +163,6 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.every_n_steps = every_n_steps
         self.is_healthy = is_healthy
         self.nonfinite_weights_step: int | None = None
-        self._save_due = False
 
     def _save_if_new(self) -> None:
         if self.checkpoint.step == self.checkpoint.saved_step or not self.is_healthy():
@@ -177,12 +176,9 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.checkpoint.save()
 
     def _save_if_due(self) -> None:
-        if self._save_due:
-            self._save_due = False
+        step = self.checkpoint.step
+        if step and step % self.every_n_steps == 0:  # step 0 is the initialization
             self._save_if_new()
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._save_due = self.checkpoint.step % self.every_n_steps == 0
 
     def on_train_batch_begin(self, batch, logs=None):
         self._save_if_due()
@@ -191,7 +187,6 @@ class CheckpointCallback(keras.callbacks.Callback):
         self._save_if_due()
 
     def on_train_end(self, logs=None):
-        self._save_due = False
         self._save_if_new()
 
 
