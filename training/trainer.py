@@ -218,9 +218,10 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
     # The rows up to the checkpoint: the ones after it are trained again.
     logged_rows = [row for row in read_metrics((resume_from or run_dir) / "metrics.csv")
                    if row["step"] <= step]
-    run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
     try:
         with _SignalHandlers(_raise_stopped):
+            # Inside: building them can take a while (the Inception graph, the real images).
+            run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
             step = _fit_to_next_log_row(gan, config, run_dir, step, run_callbacks)
             if not gan.stop_training:
                 gan.fit(_train_dataset(config, run_dir, step), steps_per_epoch=config.log_every,
@@ -291,7 +292,11 @@ def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,
                   "(further Ctrl-C is ignored until it is written)...", file=sys.stderr,
                   flush=True)
             csv_logger.write_partial_row()
-            print(f"Saved {checkpoint.save()}. Run the same command to resume.",
+            # Not again when the step is saved: rewriting the newest good checkpoint's files
+            # would put it at risk for nothing.
+            if checkpoint.step != checkpoint.saved_step:
+                checkpoint.save()
+            print(f"Saved {checkpoint.latest}. Run the same command to resume.",
                   file=sys.stderr)
         else:
             print(f"\nStopped by {name} at step {checkpoint.step}; the weights are not "

@@ -153,6 +153,34 @@ def test_a_steps_checkpoint_is_saved_after_its_log_row(tmp_path):
     assert checkpoint.rows_at_save[4] == [2]
 
 
+class _PoisonWeightsAt(keras.callbacks.Callback):
+    """Turns the model's weights to NaN at the end of one step (an overflowing update)."""
+
+    def __init__(self, step: int):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if generator_step(self.model) == self.step:
+            for weight in self.model.weights:
+                weight.assign(keras.ops.full(weight.shape, np.nan))
+
+
+def test_weights_found_non_finite_at_a_checkpoint_stop_the_training_at_that_step(tmp_path):
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    model.g_optimizer = model.optimizer  # the step counter the callbacks read
+    checkpoint = _Checkpoint(model, tmp_path / "metrics.csv")
+    saver = CheckpointCallback(checkpoint, every_n_steps=3)
+    # A checkpoint step (3) inside a log interval (4 steps), where `fit` cannot stop before
+    # the next step unless the weights are checked at the step's end.
+    model.fit(np.zeros((64, 1)), np.zeros((64, 1)), batch_size=1, steps_per_epoch=4,
+              epochs=2, verbose=0, callbacks=[_PoisonWeightsAt(3), saver])
+    assert saver.nonfinite_weights_step == 3
+    assert generator_step(model) == 3
+    assert checkpoint.rows_at_save == {}
+
+
 class _Sampler(_Run):
     """Stands in for a GAN with a sampling generator that counts its calls."""
 

@@ -234,6 +234,28 @@ def test_a_run_that_ends_before_its_next_log_row_after_a_resume_still_saves_its_
     assert (out / "samples" / "step_0000003.png").exists()
 
 
+def test_ctrl_c_before_the_first_step_of_a_resume_keeps_its_checkpoint_as_it_is(
+        images_npz, four_step_run, tmp_path, capsys, monkeypatch):
+    from training import trainer
+
+    out = _copy_of(four_step_run, tmp_path)
+    files = {path.name: (path.stat().st_mtime_ns, path.read_bytes())
+             for path in (out / "checkpoints").iterdir()}
+    build_callbacks = trainer._callbacks
+
+    def ctrl_c_while_building(*args):  # e.g. while the Inception graph loads
+        os.kill(os.getpid(), signal.SIGINT)
+        return build_callbacks(*args)
+
+    monkeypatch.setattr(trainer, "_callbacks", ctrl_c_while_building)
+    assert train.main(_args(images_npz, out, 8, "--no-export")) == 130
+    stderr = capsys.readouterr().err
+    assert f"Saved {out / 'checkpoints' / 'ckpt-4'}. Run the same command" in stderr
+    # The step was saved already: its files are not written again.
+    assert {path.name: (path.stat().st_mtime_ns, path.read_bytes())
+            for path in (out / "checkpoints").iterdir()} == files
+
+
 def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

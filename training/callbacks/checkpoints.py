@@ -164,27 +164,40 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.is_healthy = is_healthy
         self.nonfinite_weights_step: int | None = None
 
+    def _weights_are_finite(self) -> bool:
+        """Checks the weights; non-finite ones stop the training and are reported."""
+        if weights_are_finite(self.model):
+            return True
+        self.model.stop_training = True
+        if self.nonfinite_weights_step is None:
+            self.nonfinite_weights_step = self.checkpoint.step
+        return False
+
     def _save_if_new(self) -> None:
         if self.checkpoint.step == self.checkpoint.saved_step or not self.is_healthy():
             return
-        if not weights_are_finite(self.model):
-            # An update can overflow the weights while the logged losses (computed before it)
-            # are still finite: never save that as "the last good checkpoint".
-            self.model.stop_training = True
-            self.nonfinite_weights_step = self.checkpoint.step
-            return
-        self.checkpoint.save()
+        # An update can overflow the weights while the logged losses (computed before it)
+        # are still finite: never save that as "the last good checkpoint".
+        if self._weights_are_finite():
+            self.checkpoint.save()
 
-    def _save_if_due(self) -> None:
+    def _is_due(self) -> bool:
         step = self.checkpoint.step
-        if step and step % self.every_n_steps == 0:  # step 0 is the initialization
-            self._save_if_new()
+        return bool(step) and step % self.every_n_steps == 0  # step 0 is the initialization
+
+    def on_train_batch_end(self, batch, logs=None):
+        # `fit` reads stop_training only after a batch's end: weights found non-finite at the
+        # next step's start (the save) would train one more step.
+        if self._is_due():
+            self._weights_are_finite()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._save_if_due()
+        if self._is_due():
+            self._save_if_new()
 
     def on_epoch_end(self, epoch, logs=None):
-        self._save_if_due()
+        if self._is_due():
+            self._save_if_new()
 
     def on_train_end(self, logs=None):
         self._save_if_new()
