@@ -127,8 +127,13 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(images_npz, fo
                         lambda *args: tuple(term * float("nan") for term in hinge(*args)))
     code = train.main(_args(images_npz, out, 8, "--no-export"))
     assert code == cli.EXIT_NON_FINITE
-    assert "The last good checkpoint is" in capsys.readouterr().err
+    stderr = capsys.readouterr().err
+    assert "The last good checkpoint is" in stderr
     assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index"]
+    # Nor a grid drawn from the diverged generator.
+    assert "no sample grid at step 5" in stderr
+    assert sorted(path.name for path in (out / "samples").glob("*.png")) == [
+        "step_0000000.png", "step_0000002.png", "step_0000004.png"]
 
 
 def test_a_resumed_run_counts_its_logged_diversity_up_to_the_checkpoint(images_npz,

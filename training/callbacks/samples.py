@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -63,11 +64,17 @@ class SampleGridCallback(keras.callbacks.Callback):
     def _latents(self) -> np.ndarray:
         return grid_latents(self.seed, self.num_images, self.model.latent_dim)
 
-    def save(self, step: int) -> str:
-        """Writes the grid for `step` and returns its path."""
+    def save(self, step: int) -> str | None:
+        """Writes the grid for `step` and returns its path (None: the samples were not
+        finite, a diverged generator, and no grid was written)."""
         generator = self.model.sampling_generator
-        images = to_uint8(generator.predict(self._latents(), verbose=0,
-                                            batch_size=self.num_images))
+        self._last_step = step
+        samples = generator.predict(self._latents(), verbose=0, batch_size=self.num_images)
+        if not np.all(np.isfinite(samples)):
+            print(f"warning: no sample grid at step {step}: the generator's samples are NaN "
+                  "or infinite.", file=sys.stderr, flush=True)
+            return None
+        images = to_uint8(samples)
         path = os.path.join(self.out_dir, f"step_{step:07d}.png")
         save_grid_png(images, path)
         if self.summary_writer is not None:
@@ -75,7 +82,6 @@ class SampleGridCallback(keras.callbacks.Callback):
 
             with self.summary_writer.as_default(step=step):
                 tf.summary.image("samples", images[:16], max_outputs=16)
-        self._last_step = step
         return path
 
     def _due(self, step: int) -> bool:
