@@ -292,11 +292,7 @@ def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,
                   "(further Ctrl-C is ignored until it is written)...", file=sys.stderr,
                   flush=True)
             csv_logger.write_partial_row()
-            # Not again when the step is saved: rewriting the newest good checkpoint's files
-            # would put it at risk for nothing.
-            if checkpoint.step != checkpoint.saved_step:
-                checkpoint.save()
-            print(f"Saved {checkpoint.latest}. Run the same command to resume.",
+            print(f"Saved {checkpoint.save()}. Run the same command to resume.",
                   file=sys.stderr)
         else:
             print(f"\nStopped by {name} at step {checkpoint.step}; the weights are not "

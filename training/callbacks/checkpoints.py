@@ -58,6 +58,7 @@ class RunCheckpoint:
         # The step of the newest checkpoint restored or saved by this process: every worker of
         # a cluster decides from it alike when to save (a save runs collectives on all).
         self.saved_step: int | None = None
+        self.saved_path: str | None = None
 
     def _manager(self) -> tf.train.CheckpointManager:
         return tf.train.CheckpointManager(self.checkpoint, self.directory,
@@ -106,7 +107,7 @@ class RunCheckpoint:
                 skipped.append(f"{os.path.basename(path)} ({type(error).__name__}: "
                                f"{str(error).splitlines()[0][:200] if str(error) else ''})")
                 continue
-            self.saved_step = number
+            self.saved_step, self.saved_path = number, path
             if from_directory is not None:
                 return self.step
             if skipped or newest_listed != path:
@@ -132,10 +133,13 @@ class RunCheckpoint:
         self.manager = self._manager()
 
     def save(self) -> str:
-        """Writes a checkpoint numbered by the current step and returns its path."""
-        path = self.manager.save(checkpoint_number=self.step)
-        self.saved_step = self.step
-        return path
+        """Writes a checkpoint numbered by the current step and returns its path. A step
+        saved (or restored) already is not written again: rewriting the newest good
+        checkpoint's files would only put it at risk."""
+        if self.step != self.saved_step:
+            self.saved_path = self.manager.save(checkpoint_number=self.step)
+            self.saved_step = self.step
+        return self.saved_path
 
 
 class CheckpointCallback(keras.callbacks.Callback):
