@@ -40,7 +40,7 @@ import tensorflow as tf  # noqa: E402
 from training.gan import GAN  # noqa: E402
 from training.networks.cnn import cnn_generator  # noqa: E402
 from training.presets import preset, semantics  # noqa: E402
-from training.trainer import build_gan as build_preset_gan  # noqa: E402
+from training.building import build_gan as build_preset_gan  # noqa: E402
 
 LATENT_DIM = 128
 NORMS = ("none", "sn", "bssn")

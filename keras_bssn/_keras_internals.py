@@ -1,13 +1,14 @@
-"""Every private Keras internal that keras_bssn and its training system rely on, in one place.
+"""The private Keras internals keras_bssn relies on, in one place, each checked when used.
 
-keras_bssn is tested with Keras 3.15 only (`keras>=3.15,<3.16` in pyproject.toml): the names
-below are not part of Keras's public API and may change in any release. Importing this module
-checks that each of them exists and otherwise raises an ImportError naming the missing
-internal, the installed Keras version, the tested range and the fix, instead of an
-AttributeError deep inside a training run. Nothing else under keras_bssn/ or training/ may
-touch `keras.src` or a private Keras attribute: add it here, with why, and to `_REQUIRED`.
+keras_bssn declares `keras>=3.15,<4` (pyproject.toml) and is tested with Keras 3.15: the
+names below are not part of Keras's public API and may change in any release. Importing
+keras_bssn never depends on them. Each is looked up when a feature that needs it runs; if the
+installed Keras lacks it, that feature raises a RuntimeError naming the internal, the installed
+Keras version and the fix, and everything else keeps working. tests/keras_bssn/
+test_keras_internals.py checks that each exists in the installed Keras. Nothing else under
+keras_bssn/ may touch `keras.src` or a private Keras attribute: add it here, with why.
 
-The internals, why each is needed, and the upstream issue it works around:
+The internals and why each is needed:
 
 * `keras.src.backend.AutocastScope`, used by `autocast_disabled()`: when no autocast scope is
   open, `Layer.__call__` (step 7, "Call the layer", in Keras 3.15) opens a float16 one around
@@ -15,88 +16,68 @@ The internals, why each is needed, and the upstream issue it works around:
   `autocast=False`; `autocast=False` only clears a scope that is already open. A
   normalization wrapper has to read the float32 kernel for the power iteration, so it clears
   the scope itself. Keras has no public way to do that, and no upstream issue about it was
-  found.
+  found. A layer whose dtypes agree needs no internal: Keras opens no scope for it.
 * `keras.layers.Layer._flatten_layers`, used by `flatten_layers()`: the only way to list the
   sub-layers a layer tracks as attributes (custom blocks, subclassed models, a wrapper's
   inner layer), recursively or not. `Model.layers` lists one level of a model only, and
   `Layer` has no public equivalent (Keras uses `_flatten_layers` itself for the same walk,
   e.g. to collect losses: https://github.com/keras-team/keras/pull/18828).
-* TensorFlow backend only, used by `MultiWorkerFitMixin`: the TF trainer's
-  `_maybe_symbolic_build` and `_make_function`, the model's `_distribute_strategy`, and the
-  strategy's `extended._in_multi_worker_mode()`. Keras 3.15's `Model.fit` fails under
-  `MultiWorkerMirroredStrategy` on nested batches and on the scalar logs of a train step
-  (https://github.com/keras-team/keras/issues/20585), and builds the optimizers of a GAN in
-  the replica context, which fails with several replicas
-  (https://github.com/keras-team/keras/issues/23085, fixed after 3.15.1 by
-  https://github.com/keras-team/keras/pull/23087). The mixin replaces those two private
-  steps of `fit`. Keras's build also takes a batch from the epoch's iterator that training
-  then never sees (https://github.com/keras-team/keras/issues/20394); the mixin takes one
-  only when the model, its `_compile_loss` or its `_compile_metrics` still need building,
-  which a GAN's never do. The upstream canary in tests/training/test_distribute.py fails
-  once Keras fixes #20585, which tells when the overrides can go.
-
-Under another backend the TensorFlow-only internals are not checked; the mixin is for the
-TensorFlow backend only (the training system's). This module imports Keras only, never
-TensorFlow: a strategy is handled through its own methods.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import keras
-from keras import ops
 
-# The Keras range keras_bssn is tested with; keep it equal to `dependencies` in pyproject.toml.
-TESTED_KERAS = ">=3.15,<3.16"
-
-# (what the check looks at, how to tell it exists, which backend needs it; None: every one).
-_REQUIRED: tuple[tuple[str, Callable[[], bool], str | None], ...] = (
-    ("keras.src.backend.AutocastScope", lambda: _autocast_scope_class() is not None, None),
-    ("keras.layers.Layer._flatten_layers",
-     lambda: callable(getattr(keras.layers.Layer, "_flatten_layers", None)), None),
-    ("the TensorFlow trainer's Model._maybe_symbolic_build",
-     lambda: callable(getattr(keras.Model, "_maybe_symbolic_build", None)), "tensorflow"),
-    ("the TensorFlow trainer's Model._make_function",
-     lambda: callable(getattr(keras.Model, "_make_function", None)), "tensorflow"),
-)
+# What pyproject.toml declares (keep them equal), and the Keras release keras_bssn is tested with.
+KERAS_REQUIREMENT = "keras>=3.15,<4"
+TESTED_KERAS = "3.15"
 
 
-def _autocast_scope_class() -> type | None:
-    try:
-        from keras.src.backend import AutocastScope
-    except ImportError:
-        return None
-    return AutocastScope
+def _missing_internal(internal: str, needed_for: str, *workarounds: str) -> RuntimeError:
+    fixes = [*workarounds, f'pip install "keras=={TESTED_KERAS}.*"']
+    return RuntimeError(
+        f"keras_bssn needs the private Keras internal {internal} {needed_for}, and the "
+        f"installed Keras {keras.__version__} does not have it (keras_bssn supports "
+        f"{KERAS_REQUIREMENT} and is tested with Keras {TESTED_KERAS}; the internals it relies "
+        f"on are listed in {__name__}). Fix: {', or '.join(fixes)}.")
 
 
-def _check_internals() -> None:
-    """Raises ImportError, saying what is missing and how to fix it, unless all internals exist."""
-    backend = keras.backend.backend()
-    for name, exists, needed_by in _REQUIRED:
-        if (needed_by is None or needed_by == backend) and not exists():
-            raise ImportError(
-                f"keras_bssn needs the private Keras internal {name}, which the installed "
-                f"Keras {keras.__version__} does not have. keras_bssn is tested with Keras "
-                f"{TESTED_KERAS} only (the internals it relies on are listed in "
-                f"{__name__}). Fix: pip install \"keras{TESTED_KERAS}\"")
+def autocast_disabled(layer: keras.layers.Layer) -> contextlib.AbstractContextManager:
+    """A scope in which variables read as their own dtype, inside a call of `layer`.
 
+    `layer` must be created with `autocast=False`: then only a mixed-precision `layer` (compute
+    dtype other than its variable dtype) runs in an autocast scope that Keras opened for it.
 
-_check_internals()
+    Args:
+        layer: the layer whose call reads the variables.
 
-AutocastScope = _autocast_scope_class()
+    Returns:
+        A context manager.
 
-
-def autocast_disabled() -> contextlib.AbstractContextManager:
-    """A scope in which variables read as their own dtype, even inside a mixed-precision call.
+    Raises:
+        RuntimeError: for a mixed-precision `layer` when the installed Keras lacks
+            `keras.src.backend.AutocastScope`.
 
     Example:
 
-    >>> with autocast_disabled():
-    ...     kernel = ops.cast(layer.kernel.value, "float32")   # the float32 variable itself
+    ```python
+    with autocast_disabled(self):
+        kernel = ops.cast(self.layer.kernel.value, "float32")  # the float32 variable itself
+    ```
     """
+    try:
+        from keras.src.backend import AutocastScope
+    except ImportError:
+        if layer.compute_dtype == layer.variable_dtype:
+            return contextlib.nullcontext()  # Keras opens no autocast scope for this layer
+        raise _missing_internal(
+            "keras.src.backend.AutocastScope",
+            f"to read the variables of layer '{layer.name}' (dtype policy "
+            f"'{layer.dtype_policy.name}') in their own dtype",
+            "give the layer a dtype policy whose compute and variable dtypes agree "
+            "(e.g. dtype=\"float32\")") from None
     return AutocastScope(None)
 
 
@@ -109,134 +90,16 @@ def flatten_layers(layer: keras.layers.Layer, include_self: bool = True,
         include_self: put `layer` itself first.
         recursive: also list the sub-layers of sub-layers (a wrapper's inner layer comes right
             after the wrapper); False lists the direct sub-layers only.
+
+    Returns:
+        The layers, a list.
+
+    Raises:
+        RuntimeError: when the installed Keras lacks `Layer._flatten_layers`.
     """
-    return list(layer._flatten_layers(include_self=include_self, recursive=recursive))
-
-
-def is_multi_worker(strategy: Any) -> bool:
-    """Whether `fit` takes Keras's multi-worker reduction path under `strategy`.
-
-    Keras tests `isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and
-    strategy.extended._in_multi_worker_mode()`. Only `MultiWorkerMirroredStrategy` on more than
-    one worker (and a parameter-server strategy with a cluster, which Keras 3's `fit` does not
-    support at all) answers True, so the private call alone tells it without importing
-    TensorFlow. Strategies without it (none of TensorFlow's) are single-worker.
-    """
-    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", None)
-    return bool(in_multi_worker_mode()) if in_multi_worker_mode is not None else False
-
-
-class MultiWorkerFitMixin:
-    """Makes `keras.Model.fit` (Keras 3.15, TensorFlow backend) train a GAN under any strategy.
-
-    Use it as the first base class, and name the optimizers `train_step` applies:
-
-        class GAN(MultiWorkerFitMixin, keras.Model):
-            def optimizer_variables(self):
-                return [(self.d_optimizer, self.discriminator.trainable_variables),
-                        (self.g_optimizer, self.generator.trainable_variables)]
-
-    It overrides two private `fit` helpers of Keras's TensorFlow trainer:
-
-    * `_maybe_symbolic_build`, which under a strategy builds the model before training, in
-      the strategy's scope, by calling it on the first batch made one tensor by
-      `strategy.reduce("MEAN", batch)`:
-      - That reduce fails under `MultiWorkerMirroredStrategy` whenever the batch is a nest,
-        like `(x, y)` (https://github.com/keras-team/keras/issues/20585): `Strategy.reduce`
-        does not take nests. Here the batch is the first local replica's part of it, taken
-        with no communication; only its shape and dtype are used.
-      - Calling the model on the data fails for a model whose `call` does not take the
-        training data: a GAN is called on latents but fit on images. Here a model whose
-        sub-layers are all built is marked built instead, since calling it would build
-        nothing.
-      - Only `self.optimizer` is built there. Other optimizers would build themselves in
-        the first train step, inside the replica context, which fails under
-        `MirroredStrategy` with several replicas ("You must feed a value for placeholder
-        tensor", https://github.com/keras-team/keras/issues/23085, fixed after Keras 3.15.1
-        by https://github.com/keras-team/keras/pull/23087). Here the optimizers of
-        `optimizer_variables()` are built too, and with several replicas per worker any other
-        unbuilt optimizer is an error that says so.
-    * `make_train_function`: under `MultiWorkerMirroredStrategy` Keras reduces each step's
-      per-replica logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
-      scalar losses and metrics a train step returns ("Invalid reduction dimension 0 for
-      input with 0 dimensions", https://github.com/keras-team/keras/issues/20585,
-      https://github.com/tensorflow/tensorflow/issues/72388). Here the train step's scalar
-      logs get a length-1 axis 0 first, so that reduction is the mean over all replicas of
-      all workers: the mean of the replicas' values that Keras takes on one worker.
-
-    `evaluate` and `predict` are left as they are. Without a strategy, `fit` is Keras's own.
-    """
-
-    def optimizer_variables(self) -> list[tuple[keras.optimizers.Optimizer, list]]:
-        """The (optimizer, variables it updates) pairs of `train_step`, besides `optimizer`."""
-        return []
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self._distribute_strategy
-        if strategy is None:  # Keras builds while tracing the train step: nothing to fix.
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        # Don't let Keras call a GAN on images to build it (see the class docstring).
-        sub_layers_built = all(layer.built for layer in flatten_layers(self, include_self=False))
-        if not self.built and sub_layers_built and type(self).build is keras.Model.build:
-            self.built = True
-        # Keras takes the batch it builds with from the epoch's iterator, so training never
-        # sees it (https://github.com/keras-team/keras/issues/20394): a run would differ
-        # with the strategy, and a resume would skip a batch. Take one only if it is needed.
-        if iterator is not None and _needs_data_to_build(self):
-            data_batch = _first_local_batch(iterator, strategy)
-        super()._maybe_symbolic_build(data_batch=data_batch)
-        with strategy.scope():
-            for optimizer, variables in self.optimizer_variables():
-                if not optimizer.built:
-                    optimizer.build(variables)
-        _check_optimizers_built(self, strategy)
-
-    def make_train_function(self, force=False):
-        if self.train_function is not None and not force:
-            return self.train_function
-        if not is_multi_worker(self.distribute_strategy):
-            return super().make_train_function(force=force)
-        # What Keras's `make_train_function` does, with the scalar logs given an axis 0.
-        self.train_function = self._make_function(_with_replica_axis(self.train_step))
-        return self.train_function
-
-
-def _needs_data_to_build(model: keras.Model) -> bool:
-    """Whether Keras's symbolic build (`Trainer._symbolic_build`) would call the model on a
-    batch: something the model or its compiled loss and metrics hold is not built yet."""
-    unbuilt = [compiled for compiled in (model._compile_metrics, model._compile_loss)
-               if compiled is not None and not compiled.built]
-    return not model.built or bool(unbuilt)
-
-
-def _first_local_batch(iterator: Iterator, strategy: Any) -> Any:
-    """The first local replica's part of the first batch `fit`'s epoch iterator yields."""
-    for _, _, distributed_iterator in iterator:
-        batch = next(distributed_iterator)
-        return keras.tree.map_structure(
-            lambda value: strategy.experimental_local_results(value)[0], batch)
-    return None
-
-
-def _check_optimizers_built(model: keras.Model, strategy: Any) -> None:
-    """Raises if an optimizer of `model` would build itself in a multi-replica train step."""
-    if len(strategy.extended.worker_devices) < 2:
-        return  # one replica here: building in the train step works
-    unbuilt = [name for name, value in vars(model).items()
-               if isinstance(value, keras.optimizers.Optimizer) and not value.built]
-    if unbuilt:
-        raise ValueError(
-            f"`{type(model).__name__}.{unbuilt[0]}` is not built. With several replicas per "
-            "worker, optimizers must be built before training: return it, with the variables "
-            f"it updates, from `{type(model).__name__}.optimizer_variables()`.")
-
-
-def _with_replica_axis(train_step: Callable) -> Callable:
-    """`train_step` with its scalar outputs reshaped to shape (1,)."""
-    def lift(value):
-        value = ops.convert_to_tensor(value)
-        return ops.reshape(value, (1,)) if ops.ndim(value) == 0 else value
-
-    def step(data):
-        return keras.tree.map_structure(lift, train_step(data))
-    return step
+    walk = getattr(layer, "_flatten_layers", None)
+    if not callable(walk):
+        raise _missing_internal(
+            "keras.layers.Layer._flatten_layers",
+            f"to list the layers inside '{layer.name}'")
+    return list(walk(include_self=include_self, recursive=recursive))

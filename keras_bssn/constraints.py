@@ -101,6 +101,9 @@ class _ProjectionConstraint(keras.constraints.Constraint):
 class SpectralNorm(_ProjectionConstraint):
     """Constrains a kernel to spectral norm `scale` (view 1): W <- scale * W / sigma(M1).
 
+    TensorFlow backend only (see the module's documentation); elsewhere the first projection
+    raises `NotImplementedError` pointing to `keras_bssn.SpectralNormalization`.
+
     Args:
         scale: the target spectral norm c (SSN when != 1).
         power_iterations: power-iteration steps per projection.
@@ -109,7 +112,9 @@ class SpectralNorm(_ProjectionConstraint):
 
     Example:
 
-    >>> layer = keras.layers.Dense(64, kernel_constraint=SpectralNorm(scale=1.0))
+    ```python
+    layer = keras.layers.Dense(64, kernel_constraint=SpectralNorm(scale=1.0))
+    ```
     """
 
     def _num_views(self, layout: spectral.KernelLayout) -> int:
@@ -120,6 +125,8 @@ class SpectralNorm(_ProjectionConstraint):
 class BidirectionalSpectralNorm(_ProjectionConstraint):
     """Constrains a kernel with BSN: W <- scale * W / ((sigma(M1) + sigma(M2)) / 2).
 
+    TensorFlow backend only, like `SpectralNorm`.
+
     Args:
         scale: the constant c (BSSN when != 1).
         power_iterations: power-iteration steps per projection, per view.
@@ -128,7 +135,9 @@ class BidirectionalSpectralNorm(_ProjectionConstraint):
 
     Example:
 
-    >>> layer = keras.layers.Conv2D(64, 3, kernel_constraint=BidirectionalSpectralNorm(1.4))
+    ```python
+    layer = keras.layers.Conv2D(64, 3, kernel_constraint=BidirectionalSpectralNorm(1.4))
+    ```
     """
 
     def _num_views(self, layout: spectral.KernelLayout) -> int:

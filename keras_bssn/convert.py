@@ -81,8 +81,16 @@ def spectral_normalize(
 
     Example:
 
-    >>> discriminator = spectral_normalize(discriminator, method="bssn", scale=1.2,
-    ...     layer_filter=lambda layer: layer.name != "logits")
+    ```python
+    discriminator = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(64, 3, name="conv"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1, name="logits"),
+    ])
+    normalized = spectral_normalize(discriminator, method="bssn", scale=1.2,
+                                    layer_filter=lambda layer: layer.name != "logits")
+    ```
     """
     wrapper_class = _wrapper_class(method)
     if not _is_graph_model(model):
@@ -133,7 +141,14 @@ def _copy_weights(source: keras.Model, target: keras.Model) -> None:
 
 
 def normalized_layers(model: keras.layers.Layer) -> list[_NormalizedKernelWrapper]:
-    """Every normalization wrapper inside `model` (nested models included), in order."""
+    """Every normalization wrapper inside `model` (nested models included), in order.
+
+    Args:
+        model: a model or layer.
+
+    Returns:
+        The wrappers, in the order of the model's layers.
+    """
     return [layer for layer in flatten_layers(model, include_self=True)
             if isinstance(layer, _NormalizedKernelWrapper)]
 
@@ -145,10 +160,19 @@ def advance_power_iteration(model: keras.layers.Layer) -> None:
     training calls look ahead from the stored vectors without storing them). Wrappers that
     advance in their own calls are left alone.
 
+    Args:
+        model: a model or layer holding normalization wrappers.
+
     Example:
 
-    >>> optimizer.apply_gradients(zip(gradients, discriminator.trainable_weights))
-    >>> advance_power_iteration(discriminator)
+    ```python
+    discriminator = spectral_normalize(
+        keras.Sequential([keras.Input((16,)), keras.layers.Dense(1)]),
+        vector_updates="explicit")
+    discriminator(np.zeros((4, 16)), training=True)  # looks ahead, stores no vector
+    # ... the optimizer updates the kernels ...
+    advance_power_iteration(discriminator)  # advances u from the updated kernels
+    ```
     """
     for layer in normalized_layers(model):
         if layer.vector_updates == "explicit":
@@ -162,14 +186,29 @@ def collect_sigmas(model: keras.layers.Layer) -> dict:
     `train_step`. Keys are `sigma/<layer>` for single-view layers and `sigma/<layer>_view1`,
     `sigma/<layer>_view2` for BSN layers with two views.
 
+    Args:
+        model: a model or layer holding normalization wrappers.
+
+    Returns:
+        A dict from those keys to scalar tensors.
+
     Example:
 
-    >>> {name: float(value) for name, value in collect_sigmas(discriminator).items()}
-    {'sigma/conv1_view1': 1.93, 'sigma/conv1_view2': 2.41, ..., 'sigma/logits': 0.98}
+    ```python
+    discriminator = spectral_normalize(keras.Sequential([
+        keras.Input((32, 32, 3)),
+        keras.layers.Conv2D(64, 3, name="conv1"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(1, name="logits"),
+    ]), method="bsn")
+    sigmas = {name: float(value) for name, value in collect_sigmas(discriminator).items()}
+    # keys "sigma/conv1_view1", "sigma/conv1_view2" and "sigma/logits"
+    ```
     """
     sigmas = {}
     for layer in normalized_layers(model):
-        estimates = layer.sigma_estimates()
+        # Values to log: no gradient (under PyTorch a tensor that requires one warns on float()).
+        estimates = [keras.ops.stop_gradient(estimate) for estimate in layer.sigma_estimates()]
         if len(estimates) == 1:
             sigmas[f"sigma/{layer.name}"] = estimates[0]
         else:

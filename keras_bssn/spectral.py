@@ -3,14 +3,17 @@
 Everything here is a pure function of its arguments (`keras.ops`, so it runs on any Keras
 backend), except `exact_spectral_norm`, which is a NumPy reference for tests and diagnostics.
 
-The two views follow the BSN paper (Lin, Sekar and Fanti, NeurIPS 2021). With a kernel laid
-out as (*spatial, *in, *out):
+The two views follow the BSN paper. With a kernel laid out as (*spatial, *in, *out):
 
 - view 1 ("fan-in view", popular SN):   reshape(W, (prod(spatial + in), prod(out)))
 - view 2 (the extra view of BSN):       reshape(swap(in, out), (prod(spatial + out), prod(in)))
 
 A kernel with no spatial axes (Dense, Embedding, EinsumDense) has view 2 equal to the transpose
 of view 1, so both views share one spectral norm and BSN reduces to SN there.
+
+Reference:
+    Lin, Sekar & Fanti, "Why Spectral Normalization Stabilizes GANs: Analysis and
+    Improvements", NeurIPS 2021 (arXiv 2009.02773).
 """
 
 from __future__ import annotations
@@ -77,6 +80,12 @@ def layout_for_kernel(ndim: int, transposed: bool = False) -> KernelLayout:
     Args:
         ndim: the kernel's rank (2 for Dense, 4 for Conv2D, ...).
         transposed: a Conv*Transpose kernel, which Keras keeps as (..., out, in).
+
+    Returns:
+        The `KernelLayout` of attribute "kernel".
+
+    Raises:
+        ValueError: for a rank below 2.
     """
     if ndim < 2:
         raise ValueError(f"A kernel needs at least 2 dimensions, got {ndim}.")
@@ -121,8 +130,10 @@ def kernel_layout(layer: keras.layers.Layer) -> KernelLayout:
 
     Example:
 
-    >>> kernel_layout(keras.layers.Conv2DTranspose(8, 3))
-    KernelLayout(attribute='kernel', spatial_axes=(0, 1), in_axes=(3,), out_axes=(2,))
+    ```python
+    layout = kernel_layout(keras.layers.Conv2DTranspose(8, 3))
+    layout.spatial_axes, layout.in_axes, layout.out_axes  # (0, 1), (3,), (2,)
+    ```
     """
     layers = keras.layers
     transposed = {layers.Conv1DTranspose: 1, layers.Conv2DTranspose: 2, layers.Conv3DTranspose: 3}
@@ -178,7 +189,15 @@ def _floored_norm(x, eps: float):
 
 
 def l2_normalize(x, eps: float = 1e-12):
-    """x / max(||x||, eps) over the whole tensor."""
+    """Divides `x` by its norm over the whole tensor, floored at `eps`.
+
+    Args:
+        x: a tensor.
+        eps: floor on the norm, so that a zero tensor stays zero.
+
+    Returns:
+        x / max(||x||, eps).
+    """
     return x / _floored_norm(x, eps)
 
 
@@ -221,6 +240,14 @@ def sigma_from_vector(matrix, u, eps: float = 1e-12):
 
     sigma = v M u^T with u normalized and v = normalize(u M^T), i.e. ||M u^T||; u and v carry no
     gradient. This is what inference uses: the stored vector, never moved.
+
+    Args:
+        matrix: (rows, cols) tensor.
+        u: (1, cols) stored right singular vector estimate.
+        eps: floor on norms, avoids division by zero.
+
+    Returns:
+        The scalar estimate of sigma.
     """
     u = ops.stop_gradient(l2_normalize(u, eps))
     v = ops.stop_gradient(l2_normalize(ops.matmul(u, ops.transpose(matrix)), eps))
@@ -232,6 +259,12 @@ def exact_spectral_norm(matrix) -> float:
 
     Uses the top eigenvalue of the smaller Gram matrix: as exact as an SVD for sigma_max and
     several times cheaper for the tall views of wide convolution kernels.
+
+    Args:
+        matrix: a 2D array or tensor.
+
+    Returns:
+        sigma_max as a Python float.
     """
     m = np.asarray(keras.ops.convert_to_numpy(matrix), np.float64)
     gram = m.T @ m if m.shape[0] >= m.shape[1] else m @ m.T
@@ -239,7 +272,15 @@ def exact_spectral_norm(matrix) -> float:
 
 
 def exact_view_norms(kernel, layout: KernelLayout) -> tuple[float, float]:
-    """The exact spectral norms of view 1 and view 2 of a kernel (equal without spatial axes)."""
+    """The exact spectral norms of view 1 and view 2 of a kernel (equal without spatial axes).
+
+    Args:
+        kernel: the kernel (array or tensor), laid out as `layout` says.
+        layout: the kernel's `KernelLayout`.
+
+    Returns:
+        (sigma(view 1), sigma(view 2)) as Python floats, in float64.
+    """
     kernel = np.asarray(keras.ops.convert_to_numpy(kernel), np.float64)
     norms = [exact_spectral_norm(view) for view in matrix_views(kernel, layout, np)]
     return norms[0], norms[-1]

@@ -11,6 +11,9 @@ vector, running the layer's own convolution (strides, padding, dilation) and its
 adjoint. Padding is applied explicitly, so that both directions are "valid" convolutions:
 `keras.ops.conv_transpose` with "valid" padding and the right `output_padding` is the exact
 adjoint of a strided "valid" `keras.ops.conv` on every backend, which is not true of "same".
+The padding arithmetic is `keras_bssn.operator_norms.axis_padding`, which
+`keras_bssn.operator_norms.conv_operator_norm` (the same norm for a fixed kernel, as a
+diagnostic) shares.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import keras
 from keras import ops
 
 from keras_bssn import spectral
+from keras_bssn.operator_norms import axis_padding
 from keras_bssn.wrappers import _PACKAGE, _NormalizedKernelWrapper
 
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
@@ -34,23 +38,6 @@ def _check_convolution(layer: keras.layers.Layer) -> None:
     if layer.groups != 1:
         raise ValueError(f"StrictSpectralNormalization does not support grouped convolutions; "
                          f"layer '{layer.name}' has groups={layer.groups}.")
-
-
-def _axis_padding(size: int, kernel_size: int, stride: int, dilation: int,
-                  padding: str) -> tuple[int, int]:
-    """(before, after) zero padding that turns the layer's convolution into a "valid" one."""
-    extent = (kernel_size - 1) * dilation + 1
-    if padding == "causal":
-        return extent - 1, 0
-    if padding == "valid":
-        if extent > size:
-            raise ValueError(f"A 'valid' convolution with kernel extent {extent} on an input of "
-                             f"size {size} has an empty output.")
-        return 0, 0
-    # The TF/XLA "SAME" rule, which keras.ops.conv follows on every backend.
-    outputs = -(-size // stride)
-    total = max((outputs - 1) * stride + extent - size, 0)
-    return total // 2, total - total // 2
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -82,10 +69,15 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
 
     Example:
 
-    >>> layer = StrictSpectralNormalization(keras.layers.Conv2D(64, 4, 2, padding="same"))
-    >>> outputs = layer(np.zeros((2, 32, 32, 3)), training=True)
-    >>> tuple(layer.u_input.shape)
-    (1, 32, 32, 3)
+    ```python
+    layer = StrictSpectralNormalization(keras.layers.Conv2D(64, 4, 2, padding="same"))
+    outputs = layer(np.zeros((2, 32, 32, 3)), training=True)
+    layer.u_input.shape  # (1, 32, 32, 3): one vector over the whole input
+    ```
+
+    Reference:
+        Lin, Sekar & Fanti, "Why Spectral Normalization Stabilizes GANs: Analysis and
+        Improvements", NeurIPS 2021 (the "stricter" SN it discusses).
     """
 
     def __init__(self, layer: keras.layers.Layer, scale: float = 1.0,
@@ -115,7 +107,7 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
         grid, channels = self._input_grid(input_shape)
         layer = self.layer
         self._paddings = [
-            _axis_padding(size, kernel, stride, dilation, layer.padding)
+            axis_padding(size, kernel, stride, layer.padding, dilation)
             for size, kernel, stride, dilation in zip(grid, layer.kernel_size, layer.strides,
                                                       layer.dilation_rate)]
         # The transposed "valid" convolution must give back the full padded input.

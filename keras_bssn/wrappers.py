@@ -110,7 +110,7 @@ class _NormalizedKernelWrapper(keras.layers.Wrapper):
     def _raw_kernel(self):
         # Layer.__call__ opens a float16 autocast scope around a top-level mixed-precision
         # layer even with `autocast=False`; the power iteration must read the float32 kernel.
-        with autocast_disabled():
+        with autocast_disabled(self):
             return ops.cast(self._kernel_variable().value, "float32")
 
     def _view_sigmas(self, kernel, training: bool) -> list:
@@ -210,10 +210,15 @@ class SpectralNormalization(_NormalizedKernelWrapper):
 
     Example:
 
-    >>> layer = SpectralNormalization(keras.layers.Conv2D(64, 3), scale=1.2)
-    >>> outputs = layer(np.zeros((2, 8, 8, 3)), training=True)
-    >>> outputs.shape
-    TensorShape([2, 6, 6, 64])
+    ```python
+    layer = SpectralNormalization(keras.layers.Conv2D(64, 3), scale=1.2)
+    outputs = layer(np.zeros((2, 8, 8, 3)), training=True)  # shape (2, 6, 6, 64)
+    sigma = layer.sigma_estimates()[0]  # the fan-in view's sigma, from the stored vector
+    ```
+
+    Reference:
+        Miyato, Kataoka, Koyama & Yoshida, "Spectral Normalization for Generative Adversarial
+        Networks", ICLR 2018.
     """
 
     def _num_views(self) -> int:
@@ -240,10 +245,15 @@ class BidirectionalSpectralNormalization(_NormalizedKernelWrapper):
 
     Example:
 
-    >>> layer = BidirectionalSpectralNormalization(keras.layers.Conv2D(64, 3), scale=1.4)
-    >>> outputs = layer(np.zeros((2, 8, 8, 3)), training=True)
-    >>> [float(s) > 0 for s in layer.sigma_estimates()]
-    [True, True]
+    ```python
+    layer = BidirectionalSpectralNormalization(keras.layers.Conv2D(64, 3), scale=1.4)
+    outputs = layer(np.zeros((2, 8, 8, 3)), training=True)
+    sigma_view1, sigma_view2 = layer.sigma_estimates()
+    ```
+
+    Reference:
+        Lin, Sekar & Fanti, "Why Spectral Normalization Stabilizes GANs: Analysis and
+        Improvements", NeurIPS 2021 (arXiv 2009.02773).
     """
 
     def _num_views(self) -> int:

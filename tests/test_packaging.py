@@ -1,7 +1,12 @@
 """What the wheel holds and declares (pyproject.toml) agrees with the repository and its pins."""
 
+import json
+import os
 import pathlib
 import re
+import shutil
+import subprocess
+import sys
 
 import pytest
 import setuptools
@@ -54,7 +59,7 @@ def test_the_version_bounds_admit_exactly_the_tested_pins():
     library = _requirements(PROJECT["dependencies"])
     training = _requirements(PROJECT["optional-dependencies"]["training"])
 
-    assert set(library) == {"keras"}
+    assert set(library) == {"keras", "numpy"}  # what keras_bssn imports
     assert {"tensorflow", "tensorflow-datasets", "importlib-resources"} <= set(training)
     for name, req in {**library, **training}.items():
         if name in pins:
@@ -63,3 +68,34 @@ def test_the_version_bounds_admit_exactly_the_tested_pins():
     for name in ("keras", "tensorflow", "tensorflow-datasets"):
         requirement = library.get(name) or training[name]
         assert any(spec.operator == "<" for spec in requirement.specifier), requirement
+
+
+@pytest.mark.slow
+def test_the_installed_library_imports_outside_the_checkout(tmp_path):
+    # Offline: the sources alone, built with this environment's setuptools, into a venv that
+    # sees this environment's Keras; run from elsewhere so that the checkout is not imported.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO_ROOT / name, source)
+    shutil.copytree(REPO_ROOT / "keras_bssn", source / "keras_bssn",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--system-site-packages",
+                    str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", "--no-deps",
+         "--no-build-isolation", "--no-index", str(source)],
+        capture_output=True, text=True, cwd=tmp_path)
+    assert install.returncode == 0, install.stderr
+
+    script = ("import importlib.metadata, json, keras_bssn; print(keras_bssn.__file__); "
+              "print(json.dumps(importlib.metadata.requires('keras-bssn')))")
+    result = subprocess.run([python, "-c", script], capture_output=True, text=True,
+                            cwd=tmp_path, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    module_file, requires = result.stdout.splitlines()[-2:]
+    assert pathlib.Path(module_file).is_relative_to(venv)
+    library = {str(req) for req in map(Requirement, json.loads(requires)) if req.marker is None}
+    assert library == {str(Requirement(line)) for line in PROJECT["dependencies"]}

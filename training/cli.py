@@ -85,9 +85,31 @@ def _start_tensorflow_quietly() -> None:
 
 
 def parser(prog: str, description: str | None) -> argparse.ArgumentParser:
-    """An argument parser that shows each flag's default in `--help`."""
-    return argparse.ArgumentParser(prog=f"python -m {prog}", description=description,
+    """An argument parser that shows each flag's default in `--help`, and `description` (a
+    command module's docstring, in Markdown) as plain text."""
+    return argparse.ArgumentParser(prog=f"python -m {prog}",
+                                   description=description and plain_text(description),
                                    formatter_class=_HelpFormatter)
+
+
+def plain_text(markdown: str) -> str:
+    """Markdown as a terminal should show it: code blocks indented instead of fenced, inline
+    code without its backticks.
+
+    Example:
+
+    ```python
+    assert plain_text("Run `train`:\n```\npython -m training.train\n```") == (
+        "Run train:\n    python -m training.train")
+    ```
+    """
+    lines, in_code = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_code = not in_code
+        else:
+            lines.append(f"    {line}" if in_code else line.replace("`", ""))
+    return "\n".join(lines)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

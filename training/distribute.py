@@ -5,8 +5,8 @@
 * `MultiWorkerFitMixin`: what Keras 3.15's `Model.fit` needs to train our GAN under a
   strategy, `MultiWorkerMirroredStrategy` included
   (https://github.com/keras-team/keras/issues/20585). It overrides private Keras methods, so
-  it lives in `keras_bssn._keras_internals` with every other Keras internal we rely on; it is
-  imported from there and re-exported here.
+  it lives in `training.keras_fit_fix` with the upstream issues it works around; it is
+  re-exported here.
 * `writes_run_files` and `gather_across_workers`: which process of a multi-worker cluster writes
   the run folder (the chief), and the check that every worker resumed from the same step.
 * `global_batch_loss` and `replica_latents`: the loss scaling and the latent draw a custom
@@ -30,8 +30,8 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
-from keras_bssn._keras_internals import MultiWorkerFitMixin
 from training.errors import StrategyError
+from training.keras_fit_fix import MultiWorkerFitMixin
 
 __all__ = [
     "STRATEGY_NAMES",

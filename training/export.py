@@ -21,8 +21,8 @@ import functools
 import json
 import os
 import pathlib
+import secrets
 import shutil
-import tempfile
 from typing import Any
 
 import keras
@@ -97,8 +97,11 @@ def export_generator(
     full_metadata = _complete_metadata(generator, metadata)
     module = _GeneratorModule(generator, full_metadata)
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Same parent, hence same filesystem: the final renames are atomic.
-    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    # Same parent, hence same filesystem: the final renames are atomic. Made by `mkdir`, which
+    # applies the umask as for any folder a user makes (`tempfile.mkdtemp` makes it 0700: an
+    # export unreadable to the other users of a shared model folder or serving host).
+    staging = target.parent / f".{target.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
     try:
         tf.saved_model.save(
             module,

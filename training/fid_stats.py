@@ -1,4 +1,4 @@
-"""Write the real-image statistics FID compares with, as a TTUR-format `.npz`.
+r"""Write the real-image statistics FID compares with, as a TTUR-format `.npz`.
 
 Usage:
 

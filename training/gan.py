@@ -44,15 +44,27 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         generator: maps latents (batch, latent_dim) to images in [-1, 1].
         discriminator: maps images to one logit per image.
         ema_decay: if set (e.g. 0.999), keeps an exponential moving average of the generator's
-            weights, used by `sampling_generator` (evaluation, export).
+            weights, used by `prepare_sampling_generator` (evaluation, export).
         seed: seeds the latent vectors drawn in training.
 
     Example:
 
-    >>> gan = GAN(cnn_generator(32), cnn_discriminator(32, norm="bssn", scale=1.2))
-    >>> gan.compile(d_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999),
-    ...             g_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999), loss="hinge")
-    >>> gan.fit(dataset, steps_per_epoch=1000, epochs=10)
+    ```python
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from training.gan import GAN
+    from training.networks import cnn_discriminator, cnn_generator
+
+    images = np.random.uniform(-1, 1, (64, 32, 32, 3)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices(images).batch(16, drop_remainder=True)
+    gan = GAN(cnn_generator(32), cnn_discriminator(32, norm="bssn", scale=1.2),
+              ema_decay=0.999)
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999),
+                g_optimizer=keras.optimizers.Adam(1e-4, 0.5, 0.999), loss="hinge")
+    gan.fit(dataset.repeat(), steps_per_epoch=4, epochs=2)
+    samples = gan.prepare_sampling_generator()(keras.random.normal((8, 128)))
+    ```
     """
 
     def __init__(self, generator: keras.Model, discriminator: keras.Model,
@@ -159,9 +171,15 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     def metrics(self) -> list:
         return list(getattr(self, "trackers", {}).values())
 
-    @property
-    def sampling_generator(self) -> keras.Model:
-        """The generator to evaluate and export: the EMA weights when enabled."""
+    def prepare_sampling_generator(self) -> keras.Model:
+        """The generator to evaluate and export.
+
+        Writes the EMA averages and the live BatchNorm statistics into the EMA copy and
+        returns it; without EMA, returns the generator itself.
+
+        Returns:
+            A `keras.Model` from latents to images.
+        """
         if self.ema_generator is None:
             return self.generator
         for target, average in zip(self.ema_generator.trainable_weights, self._ema_weights):
@@ -182,51 +200,55 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             latents = self._latents(self._generator_batch(real_images), _GENERATOR_STREAM,
                                     self.g_optimizer.iterations)
         self._generator_step(latents)
-        self._update_ema()
+        self._update_moving_averages()
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
         logs.update(collect_sigmas(self.discriminator))
         return logs
 
     def _discriminator_step(self, real):
         """One D update; returns its latent vectors."""
-        batch = ops.shape(real)[0]
-        latents = self._latents(batch, _DISCRIMINATOR_STREAM, self.d_optimizer.iterations)
+        latents = self._latents(ops.shape(real)[0], _DISCRIMINATOR_STREAM,
+                                self.d_optimizer.iterations)
         fake = self._generate_for_discriminator(latents)
         images = ops.concatenate([real, ops.cast(fake, real.dtype)], axis=0)
-        with tf.GradientTape() as tape, tf.GradientTape() as input_tape:
-            input_tape.watch(images)
+        # Persistent and watching the images: the input-gradient statistic differentiates
+        # the same forward of D after the update.
+        with tf.GradientTape(persistent=self.track_input_gradients) as tape:
+            tape.watch(images)
             logits = self.discriminator(images, training=True)
-            real_logits, fake_logits = ops.split(ops.cast(logits, "float32"), 2, axis=0)
-            real_loss, fake_loss = losses.discriminator_loss(self.loss_name, real_logits,
-                                                             fake_logits)
-            d_loss = self._global_mean(real_loss + fake_loss, batch)
-            if self.gradient_penalty:
-                penalty = self._gradient_penalty(real, fake)
-                d_loss += self.gradient_penalty * self._global_mean(penalty, batch)
-            # Under mixed_float16, scaled up inside the tape so float16 gradients keep their
-            # small values; the LossScaleOptimizer scales them back down.
-            scaled_loss = self.d_optimizer.scale_loss(d_loss)
-        gradients = tape.gradient(scaled_loss, self.discriminator.trainable_weights)
-        self.d_optimizer.apply_gradients(zip(gradients, self.discriminator.trainable_weights))
+            d_loss, tracked = self._discriminator_loss(logits, real, fake)
+        self._apply(tape, d_loss, self.d_optimizer, self.discriminator.trainable_weights)
         if self.explicit_vector_updates:
             advance_power_iteration(self.discriminator)  # from the updated weights
-
-        self.trackers["d_loss"].update_state(real_loss + fake_loss)
-        self.trackers["d_loss_real"].update_state(real_loss)
-        self.trackers["d_loss_fake"].update_state(fake_loss)
-        self.trackers["d_real"].update_state(real_logits)
-        self.trackers["d_fake"].update_state(fake_logits)
-        if self.gradient_penalty:
-            self.trackers["gradient_penalty"].update_state(penalty)
         if self.track_input_gradients:
-            # D has no batch coupling, so the gradient of the summed logits is per example.
-            input_gradients = input_tape.gradient(logits, images)
-            norms = ops.sqrt(ops.sum(ops.square(ops.cast(input_gradients, "float32")),
-                                     axis=(1, 2, 3)))
-            real_norms, fake_norms = ops.split(norms, 2, axis=0)
-            self.trackers["grad_norm_real"].update_state(real_norms)
-            self.trackers["grad_norm_fake"].update_state(fake_norms)
+            tracked.update(self._input_gradient_norms(tape, logits, images))
+        self._track(tracked)
         return latents
+
+    def _discriminator_loss(self, logits, real, fake):
+        """The D loss of D's logits on the real and fake batches concatenated, and the
+        per-example values to track."""
+        batch = ops.shape(real)[0]
+        real_logits, fake_logits = ops.split(ops.cast(logits, "float32"), 2, axis=0)
+        real_loss, fake_loss = losses.discriminator_loss(self.loss_name, real_logits,
+                                                         fake_logits)
+        d_loss = self._global_mean(real_loss + fake_loss, batch)
+        tracked = {"d_loss": real_loss + fake_loss, "d_loss_real": real_loss,
+                   "d_loss_fake": fake_loss, "d_real": real_logits, "d_fake": fake_logits}
+        if self.gradient_penalty:
+            penalty = self._gradient_penalty(real, fake)
+            d_loss += self.gradient_penalty * self._global_mean(penalty, batch)
+            tracked["gradient_penalty"] = penalty
+        return d_loss, tracked
+
+    def _input_gradient_norms(self, tape, logits, images):
+        """||grad_x D(x)|| per example on the real and fake halves of `images`, from the
+        `tape` that recorded `logits = D(images)` while watching `images`."""
+        # D has no batch coupling, so the gradient of the summed logits is per example.
+        gradients = ops.cast(tape.gradient(logits, images), "float32")
+        norms = ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)))
+        real_norms, fake_norms = ops.split(norms, 2, axis=0)
+        return {"grad_norm_real": real_norms, "grad_norm_fake": fake_norms}
 
     def _generate_for_discriminator(self, latents):
         """G in training mode (batch statistics); its BatchNorm moving statistics move only
@@ -252,7 +274,6 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         return ops.square(ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)) + 1e-12) - 1)
 
     def _generator_step(self, latents):
-        batch = ops.shape(latents)[0]
         with tf.GradientTape() as tape:
             fake = self.generator(latents, training=True)
             # With explicit vector updates D looks ahead from the stored u without storing it,
@@ -260,12 +281,27 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             logits = ops.cast(self.discriminator(fake, training=self.explicit_vector_updates),
                               "float32")
             per_example = losses.generator_loss(self.loss_name, logits)
-            scaled_loss = self.g_optimizer.scale_loss(self._global_mean(per_example, batch))
-        gradients = tape.gradient(scaled_loss, self.generator.trainable_weights)
-        self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
-        self.trackers["g_loss"].update_state(per_example)
+            g_loss = self._global_mean(per_example, ops.shape(latents)[0])
+        self._apply(tape, g_loss, self.g_optimizer, self.generator.trainable_weights)
+        self._track({"g_loss": per_example})
 
-    def _update_ema(self):
+    def _apply(self, tape, loss, optimizer, variables):
+        """One update of `variables` by `optimizer` down the gradient of `loss`, which `tape`
+        recorded."""
+        # Under mixed_float16, scaled up on the tape so float16 gradients keep their small
+        # values; the LossScaleOptimizer scales them back down.
+        with tape:
+            scaled_loss = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled_loss, variables)
+        optimizer.apply_gradients(zip(gradients, variables))
+
+    def _track(self, values):
+        """Adds each named per-example value to its tracker."""
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+
+    def _update_moving_averages(self):
+        """Moves the EMA averages towards the generator's weights."""
         if self.ema_generator is None:
             return
         for average, weight in zip(self._ema_weights, self.generator.trainable_weights):

@@ -143,7 +143,7 @@ def _export_only(args: argparse.Namespace, run_dir: pathlib.Path) -> int:
     cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate()
     with RunFolderLock(run_dir):
-        from training.trainer import export_run
+        from training.run_export import export_run
 
         path, step = export_run(config, run_dir, args.saved_models)
     print(f"exported step {step} to {path}")
@@ -160,6 +160,8 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     # Before anything is written; the values at once, not after TensorFlow's start.
     config.validate_values()
+    # The first of the start's phases (training.trainer says the others): 5-20 s.
+    print("starting TensorFlow...", flush=True)
     cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate_names()
     from training.distribute import writes_run_files
@@ -186,7 +188,8 @@ def _train_as_other_worker(args: argparse.Namespace, config: TrainConfig,
 def _train_and_export(args: argparse.Namespace, config: TrainConfig, run_dir: pathlib.Path,
                       saved_models: str | pathlib.Path,
                       resume_from: pathlib.Path | None = None) -> int:
-    from training.trainer import export, train
+    from training.run_export import export
+    from training.trainer import train
 
     result = train(config, run_dir, resume_from)
     if result.diverged:

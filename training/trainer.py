@@ -1,13 +1,16 @@
-"""Training a run folder: build the GAN of a configuration, restore its newest checkpoint,
-`fit` with the run's callbacks until the target step, and export the generator.
+"""Training a run folder: restore the run's GAN from its newest checkpoint, `fit` it with the
+run's callbacks until the target step, and say what a start is doing until the first progress
+line (the data found, the GAN built, the first step compiled).
 
 Ctrl-C and SIGTERM (`kill`, a cluster's preemption) save a checkpoint and the interval's
 metrics before `Stopped` propagates; weights that turned non-finite are never saved.
+Building the GAN is `training.building`'s; exporting it, `training.run_export`'s.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import pathlib
 import signal
@@ -20,19 +23,22 @@ import numpy as np
 import tensorflow as tf
 
 from training import callbacks, data
-from training.callbacks.checkpoints import checkpoint_steps, weights_are_finite
+from training.building import restore_gan
+from training.callbacks.checkpoints import weights_are_finite
 from training.callbacks.metrics_csv import read_metrics
+from training.callbacks.progress import FirstStepNotice
 from training.callbacks.steps import generator_step
 from training.distribute import gather_across_workers, make_strategy
 from training.errors import RunFolderError, Stopped
-from training.export import export_generator
 from training.gan import GAN
 from training.inception import ExtractorError, make_extractor
-from training.networks import build_networks
 from training.presets import TrainConfig
 from training.runs import write_config
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# The start-up phases and "Resuming ...": on stdout with the progress lines, flushed, so that
+# they show at once when stdout is a pipe (`| tee`) too.
+_say = functools.partial(print, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,69 +72,6 @@ def _raise_stopped(signum, frame):
     raise Stopped(signum)
 
 
-def _optimizer(learning_rate: float, config: TrainConfig) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(learning_rate, beta_1=config.beta1, beta_2=config.beta2,
-                                 epsilon=config.adam_epsilon)
-
-
-def build_gan(config: TrainConfig) -> GAN:
-    """The compiled GAN of a configuration (call inside the strategy's scope)."""
-    wrapper_options = {}
-    if config.norm != "none":
-        wrapper_options = {"differentiable_power_iteration": config.differentiable_power_iteration,
-                           "vector_updates": config.vector_updates}
-    generator, discriminator = build_networks(
-        config.arch, config.image_size, latent_dim=config.latent_dim, norm=config.norm,
-        scale=config.scale, power_iterations=config.power_iterations,
-        bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon,
-        initializers=config.initializers, **wrapper_options)
-    gan = GAN(generator, discriminator, ema_decay=config.ema_decay, seed=config.seed)
-    gan.compile(d_optimizer=_optimizer(config.d_lr, config),
-                g_optimizer=_optimizer(config.g_lr, config), loss=config.loss,
-                n_dis=config.n_dis, gradient_penalty=config.gradient_penalty,
-                generator_batch_size=config.generator_batch_size,
-                reuse_latents=config.reuse_latents,
-                generator_bn_updates=config.generator_bn_updates,
-                jit_compile=config.jit_compile)
-    return gan
-
-
-def _restored(config: TrainConfig, run_dir: pathlib.Path,
-              checkpoints_from: pathlib.Path | None = None
-              ) -> tuple[GAN, callbacks.RunCheckpoint]:
-    """The run's GAN, restored from its newest good checkpoint (step 0 when it has none), or
-    from the newest one in `checkpoints_from` (a run folder) when given."""
-    keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = make_strategy(config.strategy)
-    with strategy.scope():
-        gan = build_gan(config)
-        checkpoint = callbacks.RunCheckpoint(gan, run_dir / "checkpoints",
-                                             config.keep_checkpoints)
-        checkpoint.restore(checkpoints_from and checkpoints_from / "checkpoints")
-    return gan, checkpoint
-
-
-def gan_at_step(config: TrainConfig, run_dir: pathlib.Path, step: int) -> GAN:
-    """The run's GAN with the networks of its checkpoint at `step` (0: as initialized),
-    read without touching the run folder (a run may be training there).
-
-    Raises:
-        RunFolderError: the run has no checkpoint of that step.
-    """
-    keras.utils.set_random_seed(config.seed)
-    gan = build_gan(config)
-    if step:
-        kept = checkpoint_steps(run_dir / "checkpoints")
-        if step not in kept:
-            raise RunFolderError(f"{run_dir} has no checkpoint of step {step}; it keeps "
-                                 f"steps {sorted(kept) or 'none'}.")
-        path = run_dir / "checkpoints" / f"ckpt-{step}"
-        tf.train.Checkpoint(gan=gan).restore(str(path)).expect_partial()
-    return gan
-
-
 def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCallback | None:
     """FID/IS/KID during training, or None with a note when no extractor can be loaded."""
     if not 0 < config.fid_every <= config.steps:  # no evaluation due: load no extractor
@@ -150,6 +93,20 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
+def _gan_summary(config: TrainConfig) -> str:
+    """The GAN of a configuration in a few words, e.g. `cnn, bssn c=1.2`."""
+    if config.norm == "none":
+        return f"{config.arch}, no normalization"
+    return f"{config.arch}, {config.norm} c={config.scale:g}"
+
+
+def _strategy_summary(strategy: tf.distribute.Strategy) -> str:
+    """E.g. `MirroredStrategy (2 replicas)`."""
+    replicas = strategy.num_replicas_in_sync
+    name = type(strategy).__name__.lstrip("_")  # the default one is `_DefaultDistributionStrategy`
+    return f"{name} ({replicas} replica{'s' if replicas > 1 else ''})"
+
+
 def training_images(config: TrainConfig, count: int) -> np.ndarray:
     """The first `count` training images of the run's data (fewer if it has fewer), in [-1, 1]."""
     images = data.load_images(**config.data_source(), split="train").take(count)
@@ -168,6 +125,8 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
     writer = tf.summary.create_file_writer(str(run_dir / "logs"))
     fid = _fid_callback(config, run_dir)
     return [
+        # First: its "compiled in" line comes as soon as the first step ends.
+        FirstStepNotice(),
         guard,
         callbacks.StopAtStep(config.steps),
         # Before the loggers, so that they record what these add to the logs.
@@ -201,14 +160,16 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
     """
     # Our dataset is shuffled by the pipeline; fit's default shuffle=True has nothing to do.
     warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-    gan, checkpoint = _restored(config, run_dir, resume_from)
-    _check_workers_agree(config, checkpoint.step, resume_from or run_dir)
+    strategy = make_strategy(config.strategy)
+    _say(f"building the GAN ({_gan_summary(config)}) under {_strategy_summary(strategy)}")
+    gan, checkpoint = restore_gan(config, run_dir, strategy, resume_from)
+    _check_workers_agree(config, strategy, checkpoint.step, resume_from or run_dir)
     # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
     # architecture) must not replace the one they were trained with.
     write_config(run_dir, config)
     step = checkpoint.step
     if step:
-        print(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
+        _say(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
     if step >= config.steps:
         return TrainingResult(gan, step, checkpoint.latest)
     guard = callbacks.StopOnNonFiniteLoss()
@@ -220,7 +181,8 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
                    if row["step"] <= step]
     try:
         with _SignalHandlers(_raise_stopped):
-            # Inside: building them can take a while (the Inception graph, the real images).
+            # Inside: these can take a while (an archive's extraction, the Inception graph).
+            data.report_source(**config.data_source(), say=_say)
             run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
             step = _fit_to_next_log_row(gan, config, run_dir, step, run_callbacks)
             if not gan.stop_training:
@@ -269,12 +231,13 @@ def _fit_to_next_log_row(gan: GAN, config: TrainConfig, run_dir: pathlib.Path, s
     return generator_step(gan)
 
 
-def _check_workers_agree(config: TrainConfig, step: int, run_dir: pathlib.Path) -> None:
+def _check_workers_agree(config: TrainConfig, strategy: tf.distribute.Strategy, step: int,
+                         run_dir: pathlib.Path) -> None:
     """Refuses to train when the workers of a cluster restored different steps: their weights
     would differ, and the all-reduced updates would silently train neither."""
     if config.strategy != "multi_worker":
         return
-    steps = sorted(set(gather_across_workers(make_strategy(config.strategy), step)))
+    steps = sorted(set(gather_across_workers(strategy, step)))
     if len(steps) > 1:
         raise RunFolderError(
             f"the workers resumed {run_dir} from different steps ({', '.join(map(str, steps))})"
@@ -298,27 +261,3 @@ def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,
             print(f"\nStopped by {name} at step {checkpoint.step}; the weights are not "
                   f"finite, so nothing was saved. The last good checkpoint is "
                   f"{checkpoint.latest}.", file=sys.stderr)
-
-
-def export_run(config: TrainConfig, run_dir: pathlib.Path,
-               saved_models: str | pathlib.Path = "saved_models") -> tuple[pathlib.Path, int]:
-    """Exports the sampling generator of the run's newest checkpoint to
-    `saved_models/<export_name or run folder name>`; returns the path and the step.
-
-    Raises:
-        RunFolderError: the run has no checkpoint.
-    """
-    gan, checkpoint = _restored(config, run_dir)
-    if checkpoint.step == 0:
-        raise RunFolderError(f"{run_dir} has no checkpoint to export; train it first.")
-    return export(gan, config, run_dir, saved_models), checkpoint.step
-
-
-def export(gan: GAN, config: TrainConfig, run_dir: pathlib.Path,
-           saved_models: str | pathlib.Path) -> pathlib.Path:
-    """Exports a trained GAN's sampling generator to `saved_models/<export_name or run name>`."""
-    name = config.export_name or run_dir.name
-    metadata = {"normalization": config.norm, "scale": config.scale, "dataset": config.dataset,
-                "architecture": config.arch, "step": generator_step(gan),
-                "ema": config.ema_decay is not None}
-    return export_generator(gan.sampling_generator, pathlib.Path(saved_models) / name, metadata)

@@ -20,4 +20,10 @@ def gradient(function, value) -> np.ndarray:
         import jax
 
         return np.asarray(jax.grad(function)(ops.convert_to_tensor(value)), np.float64)
+    if backend == "torch":
+        import torch
+
+        value = ops.convert_to_tensor(value).detach().requires_grad_()
+        (result,) = torch.autograd.grad(function(value), value)
+        return result.cpu().numpy().astype(np.float64)
     raise NotImplementedError(f"No gradient helper for the {backend} backend.")

@@ -123,8 +123,8 @@ def test_gradient_flows_through_sigma_with_the_vector_constant():
     layer = wrapper.layer
     u = ops.convert_to_tensor(_numpy(wrapper.u_input.value).astype("float32"))
     u = u / ops.sqrt(ops.sum(ops.square(u)))
-    weights = np.random.default_rng(3).standard_normal(_numpy(wrapper(x)).shape).astype(
-        "float32")
+    weights = ops.convert_to_tensor(
+        np.random.default_rng(3).standard_normal(_numpy(wrapper(x)).shape).astype("float32"))
 
     def reference_loss(kernel):
         sigma = ops.sqrt(ops.sum(ops.square(ops.conv(u, kernel, strides=2, padding="same"))))

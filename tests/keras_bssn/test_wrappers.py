@@ -165,7 +165,7 @@ def test_dense_gradient_matches_closed_form():
     def loss(kernel_value):
         mapping = [(wrapper._kernel_variable(), kernel_value)]
         with keras.StatelessScope(state_mapping=mapping):
-            return ops.sum(wrapper(x, training=False) * r)
+            return ops.sum(wrapper(x, training=False) * ops.convert_to_tensor(r))
 
     np.testing.assert_allclose(gradient(loss, wrapper._kernel_variable().value), expected,
                                rtol=1e-4, atol=1e-6)
@@ -181,8 +181,8 @@ def _wrapper_and_plain_twin(case, wrapper_class, **kwargs):
     plain(x)
     plain.set_weights(wrapper.layer.get_weights())
     plain_kernel = getattr(plain, wrapper.layout.attribute)
-    weights = np.random.default_rng(4).standard_normal(
-        ops.convert_to_numpy(wrapper(x)).shape).astype("float32")
+    weights = ops.convert_to_tensor(np.random.default_rng(4).standard_normal(
+        ops.convert_to_numpy(wrapper(x)).shape).astype("float32"))
     return wrapper, x, plain, plain_kernel, weights
 
 
@@ -201,7 +201,7 @@ def test_gradient_matches_reference_formula_with_fixed_vectors(case, wrapper_cla
                        _vectors(wrapper)):
         u = u / np.linalg.norm(u)
         v = u @ ops.convert_to_numpy(view).T
-        fixed.append((u, v / np.linalg.norm(v)))
+        fixed.append((ops.convert_to_tensor(u), ops.convert_to_tensor(v / np.linalg.norm(v))))
 
     def reference_loss(kernel_value):
         views = spectral.matrix_views(kernel_value, wrapper.layout)

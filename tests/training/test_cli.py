@@ -174,6 +174,18 @@ def test_help_shows_the_defaults_and_boolean_flags_have_no_forms():
     assert "the constant c of SSN/BSSN (main preset: 1.2)" in text
 
 
+def test_every_commands_help_is_plain_text():
+    # The descriptions are the command modules' docstrings, written in Markdown.
+    results = run_concurrently(lambda command: _run(command, "--help"),
+                               ["train", "evaluate", "generate", "fid_stats", "analyze"])
+    for result in results:
+        assert result.returncode == 0, result.stderr
+        assert "`" not in result.stdout, result.stdout
+    fid_stats_help = results[3].stdout
+    assert ("\n    python -m training.fid_stats --dataset cifar10 --data-dir PATH --split train "
+            "--num 50000 \\\n        --extractor inception-2015" in fid_stats_help)
+
+
 @pytest.mark.parametrize("argument, value", [("--reuse-latents", True),
                                              ("--reuse-latents=false", False),
                                              ("--no-reuse-latents", False)])

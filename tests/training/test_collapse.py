@@ -32,8 +32,7 @@ class _FixedGenerator:
         self.g_optimizer = keras.optimizers.Adam()
         self.g_optimizer.build([keras.Variable(np.zeros(1))])
 
-    @property
-    def sampling_generator(self):
+    def prepare_sampling_generator(self):
         return self
 
     def predict(self, latents, verbose=0, batch_size=None):

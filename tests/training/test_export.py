@@ -191,6 +191,24 @@ def test_export_replaces_an_earlier_export(tmp_path):
     assert [entry.name for entry in tmp_path.iterdir()] == ["toy"]
 
 
+@pytest.mark.parametrize("umask, folder_mode, file_mode",
+                         [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_an_export_is_as_readable_as_the_umask_allows(tmp_path, umask, folder_mode, file_mode):
+    # A model server often runs as another user than the one who trained.
+    generator = _make_generator()
+    previous = os.umask(umask)
+    try:
+        path = export_generator(generator, tmp_path / "toy", {"step": 1})
+    finally:
+        os.umask(previous)
+    entries = [path, *path.rglob("*")]
+    assert len(entries) > 4  # saved_model.pb, variables/, assets/ and their files
+    modes = {entry.relative_to(tmp_path).as_posix(): entry.stat().st_mode & 0o777
+             for entry in entries}
+    assert modes == {name: folder_mode if (tmp_path / name).is_dir() else file_mode
+                     for name in modes}
+
+
 def test_failed_save_leaves_the_earlier_export_intact(tmp_path, monkeypatch):
     generator = _make_generator()
     path = tmp_path / "toy"

@@ -35,23 +35,33 @@ TINY_PROTOCOL = dict(
 
 class StandInGAN(keras.Model):
     """What FIDCallback needs of the project's GAN: `latent_dim`, `generator` and maybe
-    `sampling_generator`; training changes nothing, so every evaluation must agree."""
+    `prepare_sampling_generator()`; training changes nothing, so every evaluation must
+    agree."""
 
-    def __init__(self, sampling_generator=None):
+    def __init__(self):
         super().__init__()
         self.latent_dim = LATENT_DIM
         self.generator = tiny_generator()
-        if sampling_generator is not None:
-            self.sampling_generator = sampling_generator
         self.built = True  # the generators come built; `fit` need not probe `call`
 
     def train_step(self, data):
         return {"loss": ops.mean(data)}
 
 
+class StandInEMAGAN(StandInGAN):
+    """A stand-in GAN whose `prepare_sampling_generator()` returns `ema_generator`."""
+
+    def __init__(self, ema_generator):
+        super().__init__()
+        self.ema_generator = ema_generator
+
+    def prepare_sampling_generator(self):
+        return self.ema_generator
+
+
 class UnusableGenerator(keras.layers.Layer):
     def call(self, latents):
-        raise AssertionError("the callback must use sampling_generator when there is one")
+        raise AssertionError("the callback must use the sampling generator when there is one")
 
 
 def _real_images():
@@ -122,7 +132,7 @@ def test_step_evaluations_happen_when_a_multiple_is_passed_with_steps_per_execut
 
 def test_the_sampling_generator_is_scored_when_the_model_has_one():
     sampling_generator = tiny_generator("ema_generator")
-    model = StandInGAN(sampling_generator=sampling_generator)
+    model = StandInEMAGAN(sampling_generator)
     model.generator = UnusableGenerator()
     fid = FIDCallback(_real_images(), _extractor(), **TINY_PROTOCOL)
 

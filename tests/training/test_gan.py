@@ -116,11 +116,26 @@ def test_ema_tracks_the_generator_weights():
     before = [w.numpy() for w in gan.generator.trainable_weights]
     _fit(gan, 8, 1)
     after = [w.numpy() for w in gan.generator.trainable_weights]
-    averaged = [w.numpy() for w in gan.sampling_generator.trainable_weights]
+    sampling_generator = gan.prepare_sampling_generator()
+    averaged = [w.numpy() for w in sampling_generator.trainable_weights]
     for old, new, average in zip(before, after, averaged):
         np.testing.assert_allclose(average, 0.9 * old + 0.1 * new, rtol=1e-5, atol=1e-7)
-    assert gan.sampling_generator is gan.ema_generator
-    assert _gan().sampling_generator is not None
+    assert sampling_generator is gan.ema_generator
+    plain = _gan()
+    assert plain.prepare_sampling_generator() is plain.generator
+
+
+def test_the_sampling_generator_gets_the_live_batchnorm_statistics():
+    gan = _gan(ema_decay=0.9)
+    _fit(gan, 8, 2)
+    statistics = [w.numpy() for w in gan.generator.non_trainable_weights]
+    stale = [w.numpy() for w in gan.ema_generator.non_trainable_weights]
+    assert not all(np.array_equal(a, b) for a, b in zip(stale, statistics))  # training moved them
+
+    sampling_generator = gan.prepare_sampling_generator()
+
+    for copied, live in zip(sampling_generator.non_trainable_weights, statistics):
+        np.testing.assert_array_equal(copied.numpy(), live)
 
 
 def test_gradient_penalty_is_reported_and_changes_the_update():
@@ -150,8 +165,8 @@ def test_keras_file_round_trip_keeps_generator_and_vectors(tmp_path):
     for original, loaded in zip(gan.discriminator.non_trainable_weights,
                                 restored.discriminator.non_trainable_weights):
         np.testing.assert_array_equal(original.numpy(), loaded.numpy())
-    np.testing.assert_allclose(gan.sampling_generator.predict(latents, verbose=0),
-                               restored.sampling_generator.predict(latents, verbose=0),
+    np.testing.assert_allclose(gan.prepare_sampling_generator().predict(latents, verbose=0),
+                               restored.prepare_sampling_generator().predict(latents, verbose=0),
                                rtol=1e-6)
 
 

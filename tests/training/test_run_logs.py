@@ -188,8 +188,11 @@ class _Sampler(_Run):
 
     def __init__(self):
         super().__init__()
-        self.sampling_generator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(12),
-                                                    keras.layers.Reshape((2, 2, 3))])
+        self.ema_generator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(12),
+                                               keras.layers.Reshape((2, 2, 3))])
+
+    def prepare_sampling_generator(self):
+        return self.ema_generator
 
 
 def test_sample_grids_come_early_and_then_at_the_interval(tmp_path):

@@ -7,11 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.training.concurrently import run_concurrently
 from tests.training.run_files import (
@@ -19,7 +21,7 @@ from tests.training.run_files import (
     assert_trained_alike,
     checkpoint_values,
 )
-from training import callbacks, cli, losses, train
+from training import callbacks, cli, data, losses, train
 from training.callbacks.metrics_csv import read_metrics
 from training.runs import RunFolderLock
 
@@ -94,6 +96,45 @@ def test_train_writes_the_run_folder_and_resumes(images_npz, tmp_path):
                             "--export-name", "again")) == 0
     again = json.loads((saved / "again" / "assets" / "keras_bssn_export.json").read_text())
     assert (again["step"], again["normalization"], again["scale"]) == (6, "bssn", 1.2)
+
+
+def test_a_fresh_start_says_each_phase_before_its_first_progress_line(images_npz, tmp_path,
+                                                                     monkeypatch):
+    # The images as a .tar.gz of PNGs, as the shared CIFAR-10 comes: a new cache extracts it.
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    for index, image in enumerate(np.load(images_npz)["x"][:16]):
+        Image.fromarray(image).save(folder / f"{index:02d}.png")
+    archive = tmp_path / "blobs.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname="blobs")
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "KERAS_BSSN_CACHE": str(tmp_path / "cache")}
+    args = _args(images_npz, tmp_path / "run", 2, "--no-export", "--dataset", "folder",
+                 "--data-dir", str(archive))
+    result = subprocess.run([sys.executable, "-m", "training.train", *args], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    first_progress = next(index for index, line in enumerate(lines) if line.startswith("step "))
+    phases = ["starting TensorFlow...",
+              "building the GAN (cnn, bssn c=1.2) under DefaultDistributionStrategy (1 replica)",
+              f"data: extracting {archive} to {tmp_path / 'cache'}",
+              f"data: 16 images in {archive} (cache: extracted to {tmp_path / 'cache'}",
+              "compiling the training step (first step)...",
+              "compiled in "]
+    indices = [next(index for index, line in enumerate(lines) if line.startswith(phase))
+               for phase in phases]
+    assert indices == sorted(indices) and indices[-1] < first_progress, result.stdout
+    assert lines[first_progress].startswith("step 1/2 (50%) | - steps/s | elapsed "), lines
+    assert [line.split(" | ")[0] for line in lines[first_progress:]] == ["step 1/2 (50%)",
+                                                                          "step 2/2 (100%)"]
+    # A second start reuses the extracted images.
+    monkeypatch.setenv("KERAS_BSSN_CACHE", str(tmp_path / "cache"))
+    said = []
+    data.report_source("folder", str(archive), say=said.append)
+    assert said == [f"data: 16 images in {archive} (cache: reusing "
+                    f"{next((tmp_path / 'cache' / 'datasets').iterdir())})"]
 
 
 def test_changed_config_is_refused_unless_forced(images_npz, four_step_run, tmp_path, capsys):

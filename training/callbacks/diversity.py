@@ -39,12 +39,12 @@ def mean_pairwise_distance(images: np.ndarray) -> float:
 class SampleDiversityMonitor(keras.callbacks.Callback):
     """Logs `diversity` at every log row and warns once when it stays low (mode collapse).
 
-    `diversity` is the mean pairwise distance between the images that the GAN's
-    `sampling_generator` draws, in inference mode (as the sample grids and the official code's
-    samples are drawn), from a fixed latent batch, divided by the same statistic of a fixed
-    batch of real images: about 1 for samples as varied as the data, near 0 when every latent
-    gives the same image. It goes to the epoch logs (so `CSVLogger` and TensorBoard loggers
-    listed after this callback record it).
+    `diversity` is the mean pairwise distance between the images that the GAN's sampling
+    generator (`prepare_sampling_generator()`) draws, in inference mode (as the sample grids
+    and the official code's samples are drawn), from a fixed latent batch, divided by the same
+    statistic of a fixed batch of real images: about 1 for samples as varied as the data, near
+    0 when every latent gives the same image. It goes to the epoch logs (so `CSVLogger` and
+    TensorBoard loggers listed after this callback record it).
 
     The warning: once the generator has taken `warm_up_steps` steps (an untrained generator
     draws nearly flat images), a diversity below `threshold` at `patience` log rows in a row
@@ -93,8 +93,8 @@ class SampleDiversityMonitor(keras.callbacks.Callback):
     def diversity(self) -> float:
         """The current diversity of the fixed latent batch, relative to the real batch."""
         latents = grid_latents(self.seed, self.num_samples, self.model.latent_dim)
-        images = self.model.sampling_generator.predict(latents, verbose=0,
-                                                       batch_size=self.num_samples)
+        images = self.model.prepare_sampling_generator().predict(
+            latents, verbose=0, batch_size=self.num_samples)
         return mean_pairwise_distance(images) / self.real_diversity
 
     def on_epoch_end(self, epoch, logs=None):

@@ -39,11 +39,11 @@ from training.protocol import (
 class FIDCallback(keras.callbacks.Callback):
     """Logs FID, Inception Score and KID of a GAN's generator every N epochs or steps.
 
-    The model passed to `fit` must have `latent_dim` and `generator`; its
-    `sampling_generator` (e.g. the EMA generator) is used when it has one. Each evaluation
-    draws the same latents (`seed`), so scores move only with the generator. Images are
-    generated and their features extracted batch by batch, on the model's distribution
-    strategy.
+    The model passed to `fit` must have `latent_dim` and `generator`; the generator that its
+    `prepare_sampling_generator()` returns (e.g. the EMA copy) is used when it has that
+    method. Each evaluation draws the same latents (`seed`), so scores move only with the
+    generator. Images are generated and their features extracted batch by batch, on the
+    model's distribution strategy.
 
     The scores go into the `logs` of `on_epoch_end` (and of `on_train_batch_end` when
     evaluating every N steps) as `fid`, `is_mean`, `is_std`, `kid` and `kid_std`, so
@@ -174,9 +174,8 @@ class FIDCallback(keras.callbacks.Callback):
     def _generate_function(self) -> Callable[[tf.Tensor], tf.Tensor]:
         """Inference with the sampling generator; the same function while the generator is
         the same, so the extractor's compiled step for it is reused, not traced again."""
-        generator = getattr(self.model, "sampling_generator", None)
-        if generator is None:
-            generator = self.model.generator
+        prepare = getattr(self.model, "prepare_sampling_generator", None)
+        generator = self.model.generator if prepare is None else prepare()
         if self._generate is None or self._generate[0] is not generator:
             self._generate = (generator, lambda latents: generator(latents, training=False))
         return self._generate[1]

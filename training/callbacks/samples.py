@@ -36,8 +36,8 @@ class SampleGridCallback(keras.callbacks.Callback):
     """Every `every_n_steps` generator steps, saves `samples/step_XXXXXXX.png`.
 
     The latent batch is fixed for the whole run (drawn from `seed`), so successive grids show
-    the same latents as training goes on. Uses the GAN's `sampling_generator` (its EMA weights
-    when enabled) in inference mode.
+    the same latents as training goes on. Draws them with the generator that the GAN's
+    `prepare_sampling_generator()` returns (its EMA copy when enabled), in inference mode.
 
     Args:
         out_dir: folder for the PNG files.
@@ -67,7 +67,7 @@ class SampleGridCallback(keras.callbacks.Callback):
     def save(self, step: int) -> str | None:
         """Writes the grid for `step` and returns its path (None: the samples were not
         finite, a diverged generator, and no grid was written)."""
-        generator = self.model.sampling_generator
+        generator = self.model.prepare_sampling_generator()
         self._last_step = step
         samples = generator.predict(self._latents(), verbose=0, batch_size=self.num_images)
         if not np.all(np.isfinite(samples)):

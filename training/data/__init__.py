@@ -19,6 +19,6 @@ loaders), `preprocessing` (what they share).
 from __future__ import annotations
 
 from training.data.pipeline import load_images, make_train_dataset
-from training.data.sources import DATASETS, source_key
+from training.data.sources import DATASETS, report_source, source_key
 
-__all__ = ["DATASETS", "load_images", "make_train_dataset", "source_key"]
+__all__ = ["DATASETS", "load_images", "make_train_dataset", "report_source", "source_key"]

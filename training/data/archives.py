@@ -58,7 +58,7 @@ def extract_once(archive: Path) -> Path:
     Raises:
         ValueError: the archive cannot be read, or has a member outside its folder.
     """
-    target = _cache_folder() / f"{_archive_stem(archive)}-{path_key(archive)}"
+    target = cache_entry(archive)
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +76,11 @@ def extract_once(archive: Path) -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def cache_entry(archive: Path) -> Path:
+    """The folder `extract_once` extracts `archive` into (it exists once extracted)."""
+    return _cache_folder() / f"{_archive_stem(archive)}-{path_key(archive)}"
 
 
 def path_key(path: Path) -> str:

@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from training.building import gan_at_step
 from training.callbacks.diversity import mean_pairwise_distance
 from training.callbacks.samples import grid_latents, to_uint8
 from training.errors import DataError
 from training.experiments import reporting
 from training.images import save_grid_png
 from training.runs import saved_config
-from training.trainer import gan_at_step, training_images
+from training.trainer import training_images
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -113,7 +114,7 @@ def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],
     rows = [{"step": "", "mode": "real", **measured(real)}]
     latents = grid_latents(config.seed, num_images, config.latent_dim)
     for step in steps:
-        generator = gan_at_step(config, run_dir, step).sampling_generator
+        generator = gan_at_step(config, run_dir, step).prepare_sampling_generator()
         for mode in MODES:
             images = np.asarray(generator(latents, training=mode == "training"))
             save_grid_png(to_uint8(images), out / f"step_{step:07d}_{mode}.png")

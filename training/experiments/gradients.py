@@ -24,7 +24,7 @@ from training.experiments import reporting
 from training.experiments.normalizations import label, scale_of
 from training.experiments.training_runs import TrainingSetup
 from training.presets import TrainConfig
-from training.trainer import build_gan
+from training.building import build_gan
 
 COLUMNS = ("norm", "scale", "seed", "step", "layer", "grad_norm")
 _GRADIENT_PREFIX = "diag/weight_grad/"  # DiagnosticsCallback's key of a layer's gradient norm

@@ -127,3 +127,4 @@ def summary(rows: list[dict]) -> list[str]:
         lines.append(f"{label(setting):>26}: Var/LeCun {min(lecun):.3g} .. {max(lecun):.3g}, "
                      f"Var/Xavier {min(xavier):.3g} .. {max(xavier):.3g}")
     return lines
+

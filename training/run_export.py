@@ -1,0 +1,44 @@
+"""Exporting a run: the sampling generator of a trained GAN, or of a run folder's newest
+checkpoint, as a SavedModel named after the run, with the run's settings as its metadata.
+
+The SavedModel format itself (writing, loading, checking) is `training.export`'s; this module
+is apart from it because it needs the GAN and its checkpoints, which `training.export`'s
+readers (`training.evaluation`, and through it the FID callback) must not import.
+"""
+
+from __future__ import annotations
+
+import pathlib
+
+from training.building import restore_gan
+from training.callbacks.steps import generator_step
+from training.distribute import make_strategy
+from training.errors import RunFolderError
+from training.export import export_generator
+from training.gan import GAN
+from training.presets import TrainConfig
+
+
+def export_run(config: TrainConfig, run_dir: pathlib.Path,
+               saved_models: str | pathlib.Path = "saved_models") -> tuple[pathlib.Path, int]:
+    """Exports the sampling generator of the run's newest checkpoint to
+    `saved_models/<export_name or run folder name>`; returns the path and the step.
+
+    Raises:
+        RunFolderError: the run has no checkpoint.
+    """
+    gan, checkpoint = restore_gan(config, run_dir, make_strategy(config.strategy))
+    if checkpoint.step == 0:
+        raise RunFolderError(f"{run_dir} has no checkpoint to export; train it first.")
+    return export(gan, config, run_dir, saved_models), checkpoint.step
+
+
+def export(gan: GAN, config: TrainConfig, run_dir: pathlib.Path,
+           saved_models: str | pathlib.Path) -> pathlib.Path:
+    """Exports a trained GAN's sampling generator to `saved_models/<export_name or run name>`."""
+    name = config.export_name or run_dir.name
+    metadata = {"normalization": config.norm, "scale": config.scale, "dataset": config.dataset,
+                "architecture": config.arch, "step": generator_step(gan),
+                "ema": config.ema_decay is not None}
+    return export_generator(gan.prepare_sampling_generator(), pathlib.Path(saved_models) / name,
+                            metadata)
