@@ -26,6 +26,10 @@ from keras_bssn.operator_norms import axis_padding
 from keras_bssn.wrappers import _PACKAGE, _NormalizedKernelWrapper
 
 _CONVOLUTIONS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+# The other wrappers' options for the official code's matrix views, at the one value strict SN
+# has. They are accepted at that value, which `spectral_normalize` passes and files saved by
+# keras-bssn 0.2 hold, and refused at any other.
+_FIXED_OPTIONS = {"differentiable_power_iteration": False, "vector_updates": "in_call"}
 
 
 def _check_convolution(layer: keras.layers.Layer) -> None:
@@ -65,7 +69,13 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
         eps: floor on norms and on sigma.
         spatial_shape: the input's spatial size (e.g. (32, 32)) the norm is taken on; needed
             only when the layer is built with unknown spatial dimensions.
-        **kwargs: base layer arguments (`name`, ...).
+        **kwargs: base layer arguments (`name`, ...). The other wrappers'
+            `differentiable_power_iteration` and `vector_updates` are taken only at the
+            values strict SN has, False and "in_call".
+
+    Raises:
+        ValueError: for a layer it cannot normalize, or `differentiable_power_iteration` or
+            `vector_updates` at another value.
 
     Example:
 
@@ -83,13 +93,16 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
     def __init__(self, layer: keras.layers.Layer, scale: float = 1.0,
                  power_iterations: int = 1, eps: float = 1e-12,
                  spatial_shape: tuple[int, ...] | None = None, **kwargs):
+        for option, fixed in _FIXED_OPTIONS.items():
+            given = kwargs.pop(option, fixed)
+            if given != fixed:
+                raise ValueError(
+                    f"StrictSpectralNormalization has no `{option}` option (got {given!r}): "
+                    "it advances its operator vector in every training call and holds it "
+                    "constant in the gradient. Leave the option out, or normalize with "
+                    "SpectralNormalization or BidirectionalSpectralNormalization, which have it.")
         super().__init__(layer, scale=scale, power_iterations=power_iterations, eps=eps,
                          **kwargs)
-        if self.differentiable_power_iteration or self.vector_updates != "in_call":
-            # The official code's options concern its matrix views, which strict SN replaces.
-            raise ValueError("StrictSpectralNormalization supports only the default "
-                             "differentiable_power_iteration=False and "
-                             "vector_updates='in_call'.")
         self._operator = bool(self.layout.spatial_axes)
         if self._operator:
             _check_convolution(layer)
@@ -174,17 +187,23 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
         starts = (0, *(before for before, _ in self._paddings), 0)
         return ops.slice(padded, starts, tuple(self.u_input.shape))
 
-    def _operator_sigma(self, kernel, training: bool):
+    def _advanced_input_vector(self, kernel):
+        """The stored u after `power_iterations` steps u := normalize(A^T A u), no gradient."""
+        fixed = ops.stop_gradient(kernel)
         u = self.u_input.value
+        for _ in range(self.power_iterations):
+            z = self._adjoint(fixed, self._forward(fixed, u))
+            norm = ops.sqrt(ops.sum(ops.square(z)))
+            # A zero kernel keeps the previous u: a zero u would never recover.
+            u = ops.stop_gradient(ops.where(norm > self.eps, z / ops.maximum(norm, self.eps), u))
+        return u
+
+    def _operator_sigma(self, kernel, training: bool):
         if training:
-            fixed = ops.stop_gradient(kernel)
-            for _ in range(self.power_iterations):
-                z = self._adjoint(fixed, self._forward(fixed, u))
-                norm = ops.sqrt(ops.sum(ops.square(z)))
-                # A zero kernel keeps the previous u: a zero u would never recover.
-                u = ops.stop_gradient(ops.where(norm > self.eps, z / ops.maximum(norm, self.eps),
-                                                u))
+            u = self._advanced_input_vector(kernel)
             self.u_input.assign(u)
+        else:
+            u = self.u_input.value
         outputs = self._forward(kernel, ops.stop_gradient(spectral.l2_normalize(u, self.eps)))
         # sigma = <v, A u> with v = Au / ||Au|| held constant: equal to ||A u||, with the SN
         # gradient v^T (dA) u and no NaN from a square root at a zero kernel.
@@ -196,8 +215,20 @@ class StrictSpectralNormalization(_NormalizedKernelWrapper):
             return super()._view_sigmas(kernel, training)
         return [self._operator_sigma(kernel, training)]
 
+    def advance_vectors(self) -> None:
+        """Advances the stored vector `power_iterations` times from the current kernel, as a
+        training call does: `u_input` along the convolution operator, `u_view1` for a kernel
+        without spatial axes. Training calls advance it already; this advances it outside
+        them (e.g. to converge sigma before a measurement)."""
+        if not self._operator:
+            super().advance_vectors()
+            return
+        self.u_input.assign(self._advanced_input_vector(self._raw_kernel()))
+
     def get_config(self) -> dict:
         config = super().get_config()
+        for option in _FIXED_OPTIONS:
+            del config[option]
         config.update(spatial_shape=None if self.spatial_shape is None else list(
             self.spatial_shape))
         return config

@@ -33,11 +33,13 @@ from __future__ import annotations
 import argparse
 import pathlib
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from training import cli
 from training.errors import UsageError
 from training.experiments.cells import DEFAULT_CELLS, Cell
+from training.presets import TrainConfig
+from training.runs import check_writable_folder
 
 if TYPE_CHECKING:
     from training.experiments.training_runs import TrainingSetup
@@ -52,24 +54,73 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    _check_flags(args)
-    cli.start_tensorflow()  # quietly, before the experiments load it
-    args.out.mkdir(parents=True, exist_ok=True)
+    _check_settings(args)
     for line in _EXPERIMENTS[args.experiment](args):
         print(line)
     print(f"wrote {args.out}/{args.experiment}.csv and .png")
     return 0
 
 
-def _check_flags(args: argparse.Namespace) -> None:
-    """Refuses, before TensorFlow's start, flags that do not go together or cannot be read."""
+def _check_settings(args: argparse.Namespace) -> None:
+    """Refuses every setting the experiment cannot run with, before it loads data, builds a
+    model or writes anything: first what needs no TensorFlow (flags that do not go together,
+    cells, the output folder), then each run's configuration, and the data it trains on."""
+    check_writable_folder(args.out, "--out")
     if args.experiment == "sweep" and args.steps % args.eval_every:
         # The last step's KID is each run's result.
         raise UsageError(f"--steps {args.steps} must be a multiple of --eval-every "
                          f"{args.eval_every}.")
     if args.experiment == "collapse":
-        for spec in args.cells:  # the settings' values are checked when the study starts
+        for spec in args.cells:
             Cell.parse(spec)
+    cli.start_tensorflow()  # quietly, before the experiments load it
+    configs = _RUN_CONFIGS[args.experiment](args)
+    for config in configs:
+        config.validate()
+    if args.experiment in ("gradients", "sweep", "collapse"):
+        from training.trainer import check_data
+
+        check_data(configs[0])  # the runs share their data
+
+
+# The configurations of the runs (or of the networks) each experiment would make, for
+# `_check_settings`; each function also checks what is the experiment's own.
+
+
+def _init_variance_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    # The discriminator's architecture and size, and the scale, as training takes them.
+    return [TrainConfig(arch=args.arch, image_size=args.image_size, scale=args.scale)]
+
+
+def _gradients_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import gradients
+
+    return gradients.run_configs(_training_setup(args), args.norms, args.scale, args.seeds)
+
+
+def _sweep_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import sweep
+
+    return [config for _, config in sweep.planned_runs(args.out, _training_setup(args),
+                                                       **_sweep_settings(args))]
+
+
+def _collapse_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import collapse
+
+    return [config for _, _, config in collapse.planned_runs(**_collapse_settings(args))]
+
+
+def _artifacts_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import artifacts
+
+    artifacts.check_settings(args.run, args.steps, args.lattice_period)
+    return []  # the run's own configuration was checked when it trained
+
+
+_RUN_CONFIGS = {"init-variance": _init_variance_configs, "gradients": _gradients_configs,
+                "sweep": _sweep_configs, "collapse": _collapse_configs,
+                "artifacts": _artifacts_configs}
 
 
 # Each experiment: run it with the flags, return the summary lines to print. Each imports its
@@ -95,18 +146,14 @@ def _gradients(args: argparse.Namespace) -> list[str]:
 def _sweep(args: argparse.Namespace) -> list[str]:
     from training.experiments import sweep
 
-    rows = sweep.run(args.out, _training_setup(args), norms=args.norms, scales=args.scales,
-                     seeds=args.seeds, eval_every=args.eval_every, kid_samples=args.kid_samples,
-                     kid_real=args.kid_real, extractor=args.extractor,
-                     pixel_size=args.pixel_size)
+    rows = sweep.run(args.out, _training_setup(args), **_sweep_settings(args))
     return sweep.summary(rows)
 
 
 def _collapse(args: argparse.Namespace) -> list[str]:
     from training.experiments import collapse
 
-    rows = collapse.run(args.out, args.cells, args.seeds, args.steps, args.log_every,
-                        args.dataset, args.data_dir, args.batch_size, args.jit_compile)
+    rows = collapse.run(args.out, **_collapse_settings(args))
     return collapse.cell_verdicts(rows, args.steps)
 
 
@@ -119,6 +166,19 @@ def _artifacts(args: argparse.Namespace) -> list[str]:
 
 _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep": _sweep,
                 "collapse": _collapse, "artifacts": _artifacts}
+
+
+def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"norms": args.norms, "scales": args.scales, "seeds": args.seeds,
+            "eval_every": args.eval_every, "kid_samples": args.kid_samples,
+            "kid_real": args.kid_real, "extractor": args.extractor,
+            "pixel_size": args.pixel_size}
+
+
+def _collapse_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {"cell_specs": args.cells, "seeds": args.seeds, "steps": args.steps,
+            "log_every": args.log_every, "dataset": args.dataset, "data_dir": args.data_dir,
+            "batch_size": args.batch_size, "jit_compile": args.jit_compile}
 
 
 def _training_setup(args: argparse.Namespace) -> TrainingSetup:
@@ -152,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_flags(gradient, ["none", "sn", "strict", "bsn", "bssn"], steps=100)
     gradient.add_argument("--num-images", type=cli.positive_int, default=64,
                           help="real (and generated) images per measurement")
-    gradient.add_argument("--warm-up", type=int, default=100,
+    gradient.add_argument("--warm-up", type=cli.non_negative_int, default=100,
                           help="power-iteration steps before training, so that sigmas start "
                                "converged (0: random vectors, as the reference code)")
 
@@ -160,13 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
                                   **formatter)
     _add_common_flags(grid, seeds=[0, 1, 2])
     _add_training_flags(grid, ["sn", "bsn"], steps=2000)
-    grid.add_argument("--scales", type=float, nargs="+", default=[0.7, 1.0, 1.2, 1.6, 2.0],
+    grid.add_argument("--scales", type=cli.positive_float, nargs="+", default=[0.7, 1.0, 1.2, 1.6, 2.0],
                       help="values of c (SN at c != 1 is SSN, BSN is BSSN)")
     grid.add_argument("--eval-every", type=cli.positive_int, default=500,
                       help="steps between KIDs")
-    grid.add_argument("--kid-samples", type=cli.positive_int, default=2000,
+    grid.add_argument("--kid-samples", type=cli.sample_count, default=2000,
                       help="generated images")
-    grid.add_argument("--kid-real", type=cli.positive_int, default=2000, help="real images")
+    grid.add_argument("--kid-real", type=cli.sample_count, default=2000, help="real images")
     grid.add_argument("--extractor", default="auto",
                       help="auto (the Inception graph if KERAS_BSSN_INCEPTION_GRAPH is set, "
                            "else pixels), pixels, or what training.train's --extractor takes")
@@ -176,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     study = experiments.add_parser("collapse", help="seed study of collapse per setting",
                                    **formatter)
     _add_out_flag(study)
-    study.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds")
+    study.add_argument("--seeds", type=cli.random_seed, nargs="+", default=[0, 1, 2, 3, 4],
+                       help="seeds")
     _add_data_flags(study)
     study.add_argument("--cells", nargs="+", default=list(DEFAULT_CELLS),
                        help="NORM:SCALE:SEMANTICS[+SETTING=VALUE...] per cell")
@@ -192,9 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
         **formatter)
     _add_out_flag(pattern)
     pattern.add_argument("run", type=pathlib.Path, help="a training run folder")
-    pattern.add_argument("--steps", type=int, nargs="+", default=[0],
+    pattern.add_argument("--steps", type=cli.non_negative_int, nargs="+", default=[0],
                          help="checkpoint steps to measure (0: the generator as initialized)")
-    pattern.add_argument("--num-images", type=cli.positive_int, default=64,
+    pattern.add_argument("--num-images", type=cli.sample_count, default=64,
                          help="samples (the run's grid latents), and real images: the "
                               "diversity's reference batch and as many more to measure")
     pattern.add_argument("--lattice-period", type=cli.positive_int, default=8,
@@ -215,11 +276,12 @@ def _add_common_flags(parser: argparse.ArgumentParser, seeds: list[int]) -> None
     parser.add_argument("--arch", default="cnn", help="cnn or resnet")
     parser.add_argument("--image-size", type=cli.positive_int, default=32,
                         help="image side in pixels")
-    parser.add_argument("--seeds", type=int, nargs="+", default=seeds, help="seeds")
+    parser.add_argument("--seeds", type=cli.random_seed, nargs="+", default=seeds,
+                        help="seeds")
 
 
 def _add_scale_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--scale", type=float, default=1.2,
+    parser.add_argument("--scale", type=cli.positive_float, default=1.2,
                         help="the constant c of SSN/BSSN (the other normalizations use 1)")
 
 

@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from training import callbacks
 from training.callbacks.checkpoints import checkpoint_steps
-from training.errors import RunFolderError
+from training.errors import RunFolderError, UsageError
 from training.gan import GAN
 from training.networks import build_networks
 from training.presets import TrainConfig
@@ -53,6 +53,7 @@ def restore_gan(config: TrainConfig, run_dir: pathlib.Path, strategy: tf.distrib
     """The run's GAN, built under `strategy` and restored from its newest good checkpoint
     (step 0 when it has none), or from the newest one in `checkpoints_from` (a run folder)
     when given; with the `RunCheckpoint` that saves it to `run_dir`."""
+    check_batches_split(config, strategy.num_replicas_in_sync)
     keras.utils.set_random_seed(config.seed)
     if config.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
@@ -62,6 +63,20 @@ def restore_gan(config: TrainConfig, run_dir: pathlib.Path, strategy: tf.distrib
                                              config.keep_checkpoints)
         checkpoint.restore(checkpoints_from and checkpoints_from / "checkpoints")
     return gan, checkpoint
+
+
+def check_batches_split(config: TrainConfig, replicas: int) -> None:
+    """Refuses global batches that `replicas` replicas cannot split evenly (the per-replica
+    batches would be cut short, silently).
+
+    Raises:
+        UsageError: naming the flag and the multiples that work.
+    """
+    for flag, batch in (("--batch-size", config.batch_size),
+                        ("--generator-batch-size", config.generator_batch_size)):
+        if batch is not None and batch % replicas:
+            raise UsageError(f"{flag} {batch} does not split evenly over {replicas} replicas. "
+                             f"Give a multiple of {replicas}.")
 
 
 def gan_at_step(config: TrainConfig, run_dir: pathlib.Path, step: int) -> GAN:

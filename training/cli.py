@@ -8,6 +8,7 @@ stopped on non-finite values, 130 Ctrl-C, 143 SIGTERM (the shell's 128 + signal 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -126,12 +127,51 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
 
 def positive_int(text: str) -> int:
     """An argparse type: a whole number >= 1 (a count or an interval)."""
+    return _whole_number(text, minimum=1)
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (a step, or a count that may be none)."""
+    return _whole_number(text, minimum=0)
+
+
+def sample_count(text: str) -> int:
+    """An argparse type: a whole number >= 2, for the images of a covariance (FID) or of
+    a pairwise statistic (KID, diversity)."""
+    return _whole_number(text, minimum=2)
+
+
+# NumPy's global seed takes 0 to 2**32 - 1; a signed 32-bit int (TensorFlow's and the Keras
+# backends' int32 seeds) holds 0 to 2**31 - 1.
+MAX_SEED = 2**31 - 1
+
+
+def random_seed(text: str) -> int:
+    """An argparse type: a random seed, 0 to 2**31 - 1 (what NumPy, TensorFlow and every
+    Keras backend take)."""
+    return _whole_number(text, minimum=0, maximum=MAX_SEED)
+
+
+def _whole_number(text: str, minimum: int, maximum: int | None = None) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+        value = None
+    if value is None or value < minimum or (maximum is not None and value > maximum):
+        expected = (f"a whole number >= {minimum}" if maximum is None
+                    else f"a whole number from {minimum} to {maximum}")
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0 (a scale)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 

@@ -22,6 +22,7 @@ import json
 import sys
 
 from training import cli, protocol
+from training.errors import UsageError
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,10 +31,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if (args.num_is or args.num) < args.splits:
+        raise UsageError(f"--splits {args.splits} splits {args.num_is or args.num} images for "
+                         "the Inception Score: give at least as many --num-is (or --num) "
+                         "images as --splits.")
     cli.start_tensorflow()  # quietly, before the modules below load it
-    from training.evaluation import (RealStatistics, cached_real_statistics,
-                                     evaluate_generator, load_generator,
-                                     real_statistics_cache_path)
+    from training.evaluation import (RealStatistics, StatisticsFileError,
+                                     cached_real_statistics, evaluate_generator,
+                                     load_generator, real_statistics_cache_path)
     from training.inception import make_extractor
 
     # Cheap checks first: the generator and the real data, then the (downloaded) extractor.
@@ -46,6 +51,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         images = load_images(args.dataset, data_dir=args.data_dir, split=args.split,
                              image_size=args.image_size, crop_size=args.crop_size)
     extractor = make_extractor(args.extractor, batch_size=args.batch_size)
+    if args.stats and len(real.mu) != extractor.feature_size:
+        raise StatisticsFileError(
+            f"--stats {args.stats} holds {len(real.mu)}-d statistics, but --extractor "
+            f"{args.extractor} gives {extractor.feature_size}-d features: give statistics "
+            "written with the same extractor (python -m training.fid_stats --extractor "
+            f"{args.extractor} ...).")
     if not args.stats:
         cache_path = real_statistics_cache_path(
             args.cache_dir,
@@ -77,11 +88,11 @@ def _parser() -> argparse.ArgumentParser:
     real = parser.add_mutually_exclusive_group(required=True)
     real.add_argument("--stats", help="real statistics .npz (training.fid_stats or TTUR's)")
     cli.add_real_data_arguments(parser, dataset_group=real)
-    parser.add_argument("--num-real", type=cli.positive_int, default=protocol.NUM_REAL_SAMPLES,
+    parser.add_argument("--num-real", type=cli.sample_count, default=protocol.NUM_REAL_SAMPLES,
                         help="with --dataset: the first N real images")
     parser.add_argument("--cache-dir", help="with --dataset: statistics cache folder "
                         "(default: ~/.keras/keras_bssn/fid_stats)")
-    parser.add_argument("--num", type=cli.positive_int, default=protocol.NUM_FID_SAMPLES,
+    parser.add_argument("--num", type=cli.sample_count, default=protocol.NUM_FID_SAMPLES,
                         help="generated images for FID and KID")
     parser.add_argument("--num-is", type=cli.positive_int,
                         help="generated images for IS (default: --num)")
@@ -89,10 +100,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="IS splits")
     parser.add_argument("--kid-subsets", type=cli.positive_int, default=protocol.KID_SUBSETS,
                         help="KID subsets")
-    parser.add_argument("--kid-subset-size", type=cli.positive_int,
+    parser.add_argument("--kid-subset-size", type=cli.sample_count,
                         default=protocol.KID_SUBSET_SIZE, help="images per KID subset")
     cli.add_extractor_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="latent seed")
+    parser.add_argument("--seed", type=cli.random_seed, default=0, help="latent seed")
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser
 

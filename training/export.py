@@ -93,7 +93,7 @@ def export_generator(
     ```
     """
     target = pathlib.Path(path)
-    _check_replaceable(target)
+    check_export_path(target)
     full_metadata = _complete_metadata(generator, metadata)
     module = _GeneratorModule(generator, full_metadata)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -179,7 +179,11 @@ def load_export(
     export_dir = pathlib.Path(path)
     metadata = read_export_metadata(export_dir)
     _check_expected_shapes(export_dir, metadata, expected_latent_dim, expected_image_shape)
-    saved_model = tf.saved_model.load(str(export_dir))
+    try:
+        saved_model = tf.saved_model.load(str(export_dir))
+    except (OSError, tf.errors.OpError) as error:  # e.g. its variables/ missing or damaged
+        raise ExportError(f"Generator export {str(export_dir)!r} cannot be loaded: "
+                          f"{str(error).splitlines()[0]} Export it again.") from None
     _check_signatures(export_dir, saved_model)
     return LoadedGenerator(export_dir, metadata, saved_model)
 
@@ -350,14 +354,21 @@ def _to_json_value(value: Any) -> Any:
     return json.loads(json.dumps(value, default=convert))
 
 
-def _check_replaceable(target: pathlib.Path) -> None:
-    # Guards against e.g. `export_generator(g, "saved_models")` deleting every export.
+def check_export_path(target: pathlib.Path) -> None:
+    """Checks that `export_generator` may write at `target`: nothing is there, or an empty
+    folder, or an earlier export. Guards against e.g. `export_generator(g, "saved_models")`
+    deleting every export.
+
+    Raises:
+        ExportError: something else is there.
+    """
     if target.exists() and not (
         (target / "saved_model.pb").is_file() or (target.is_dir() and not any(target.iterdir()))
     ):
         raise ExportError(
             f"Refusing to replace {str(target)!r}: it exists and is not an earlier export "
-            "(no saved_model.pb) nor an empty folder."
+            "(no saved_model.pb) nor an empty folder. Move it aside, or export under another "
+            "name."
         )
 
 

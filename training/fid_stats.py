@@ -50,7 +50,7 @@ def _fid_stats(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = cli.parser("training.fid_stats", __doc__)
     cli.add_real_data_arguments(parser)
-    parser.add_argument("--num", type=cli.positive_int, default=50_000,
+    parser.add_argument("--num", type=cli.sample_count, default=50_000,
                         help="real images to use")
     cli.add_extractor_arguments(parser)
     parser.add_argument("--out", required=True, help="the .npz file to write")

@@ -40,6 +40,10 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     batches (its size is n_dis times the global batch), so every discriminator update sees its
     own real images. Calling the model generates images from latent vectors.
 
+    `step` counts train steps: the run's clock, and the step the latents are drawn for. It
+    moves once per step even when dynamic loss scaling (mixed_float16) skips an optimizer's
+    update, which leaves that optimizer's `iterations` where it was.
+
     Args:
         generator: maps latents (batch, latent_dim) to images in [-1, 1].
         discriminator: maps images to one logit per image.
@@ -83,6 +87,10 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             raise ValueError("The discriminator mixes wrappers with vector_updates='in_call' "
                              "and 'explicit'; give all of them the same setting.")
         self.explicit_vector_updates = updates == {"explicit"}
+        # The first replica's count is kept, so one step counts once on any number of replicas.
+        self.step = self.add_weight(shape=(), dtype="int64", initializer="zeros",
+                                    trainable=False, name="step",
+                                    aggregation="only_first_replica")
         # Both networks are built models; a built GAN spares fit's symbolic build, which would
         # call the GAN on an image batch.
         self.built = True
@@ -118,7 +126,8 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             n_dis: discriminator updates per generator update.
             gradient_penalty: weight of the WGAN-GP penalty (0 disables it).
             generator_batch_size: global batch of the generator update (default: the
-                discriminator's global batch); the ImageNet reference used 32 vs 16.
+                discriminator's global batch); the ImageNet reference used 32 vs 16. A
+                multiple of the strategy's replicas.
             track_input_gradients: log the mean ||grad_x D(x)|| on real and fake inputs each
                 step, as the reference did (costs one extra backward pass through D).
             reuse_latents: the generator update reuses the last discriminator update's latent
@@ -129,6 +138,10 @@ class GAN(MultiWorkerFitMixin, keras.Model):
                 "generator_step" (only in the generator update, the official ResNet code; the
                 discriminator update still normalizes with batch statistics).
             **kwargs: passed to `keras.Model.compile` (e.g. `jit_compile`).
+
+        Raises:
+            ValueError: for an invalid setting, or a generator batch that the replicas of the
+                strategy cannot split evenly.
         """
         # No Keras optimizer: ours are d_optimizer and g_optimizer (an unused default one would
         # be built for every weight under a strategy).
@@ -145,6 +158,8 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             raise ValueError("`reuse_latents` reuses the discriminator's latents, so the "
                              "generator batch is the discriminator's: leave "
                              "`generator_batch_size` unset.")
+        if generator_batch_size is not None:
+            self._check_splits_evenly("`generator_batch_size`", generator_batch_size, 1)
         self.d_optimizer = _with_loss_scaling(d_optimizer)
         self.g_optimizer = _with_loss_scaling(g_optimizer)
         self.loss_name = loss
@@ -193,22 +208,49 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     def call(self, latents, training=False):
         return self.generator(latents, training=training)
 
+    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+        """`keras.Model.fit`, refusing batches that the strategy's replicas cannot split
+        evenly into `n_dis` discriminator batches each.
+
+        Raises:
+            ValueError: `x` is a dataset of batches of such a static size, or `batch_size`
+                is such a size.
+        """
+        global_batch = batch_size
+        if isinstance(x, tf.data.Dataset):  # None where the batches vary
+            global_batch = tf.nest.flatten(x.element_spec)[0].shape[0]
+        if global_batch is not None:
+            self._check_splits_evenly("A batch", global_batch, self.n_dis)
+        return super().fit(x, y, batch_size=batch_size, **kwargs)
+
+    def _check_splits_evenly(self, name: str, global_batch: int, parts: int) -> None:
+        """Raises a ValueError unless `global_batch` splits into `parts` equal batches on
+        each replica: otherwise batches would be cut short, or the losses, divided by the
+        global batch, would be off."""
+        replicas = self.distribute_strategy.num_replicas_in_sync
+        if global_batch % (parts * replicas):
+            into = f" into n_dis={parts} discriminator batches" if parts > 1 else ""
+            raise ValueError(f"{name} of {global_batch} does not split evenly over the "
+                             f"{replicas} replicas of the strategy{into}; give a multiple of "
+                             f"{parts * replicas}.")
+
     def train_step(self, real_images):
-        for real in ops.split(real_images, self.n_dis, axis=0):
-            latents = self._discriminator_step(real)
+        # D updates are numbered as the D optimizer counts them while none is skipped.
+        for index, real in enumerate(ops.split(real_images, self.n_dis, axis=0)):
+            latents = self._discriminator_step(real, self.step * self.n_dis + index)
         if not self.reuse_latents:
             latents = self._latents(self._generator_batch(real_images), _GENERATOR_STREAM,
-                                    self.g_optimizer.iterations)
+                                    self.step)
         self._generator_step(latents)
         self._update_moving_averages()
+        self.step.assign_add(1)
         logs = {name: tracker.result() for name, tracker in self.trackers.items()}
         logs.update(collect_sigmas(self.discriminator))
         return logs
 
-    def _discriminator_step(self, real):
-        """One D update; returns its latent vectors."""
-        latents = self._latents(ops.shape(real)[0], _DISCRIMINATOR_STREAM,
-                                self.d_optimizer.iterations)
+    def _discriminator_step(self, real, update):
+        """D update number `update` of the run; returns its latent vectors."""
+        latents = self._latents(ops.shape(real)[0], _DISCRIMINATOR_STREAM, update)
         fake = self._generate_for_discriminator(latents)
         images = ops.concatenate([real, ops.cast(fake, real.dtype)], axis=0)
         # Persistent and watching the images: the input-gradient statistic differentiates
@@ -216,7 +258,7 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         with tf.GradientTape(persistent=self.track_input_gradients) as tape:
             tape.watch(images)
             logits = self.discriminator(images, training=True)
-            d_loss, tracked = self._discriminator_loss(logits, real, fake)
+            d_loss, tracked = self._discriminator_loss(logits, real, fake, update)
         self._apply(tape, d_loss, self.d_optimizer, self.discriminator.trainable_weights)
         if self.explicit_vector_updates:
             advance_power_iteration(self.discriminator)  # from the updated weights
@@ -225,9 +267,9 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         self._track(tracked)
         return latents
 
-    def _discriminator_loss(self, logits, real, fake):
+    def _discriminator_loss(self, logits, real, fake, update):
         """The D loss of D's logits on the real and fake batches concatenated, and the
-        per-example values to track."""
+        per-example values to track, in D update number `update`."""
         batch = ops.shape(real)[0]
         real_logits, fake_logits = ops.split(ops.cast(logits, "float32"), 2, axis=0)
         real_loss, fake_loss = losses.discriminator_loss(self.loss_name, real_logits,
@@ -236,7 +278,7 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         tracked = {"d_loss": real_loss + fake_loss, "d_loss_real": real_loss,
                    "d_loss_fake": fake_loss, "d_real": real_logits, "d_fake": fake_logits}
         if self.gradient_penalty:
-            penalty = self._gradient_penalty(real, fake)
+            penalty = self._gradient_penalty(real, fake, update)
             d_loss += self.gradient_penalty * self._global_mean(penalty, batch)
             tracked["gradient_penalty"] = penalty
         return d_loss, tracked
@@ -260,11 +302,11 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         with keras.StatelessScope(state_mapping=mapping):
             return self.generator(latents, training=True)
 
-    def _gradient_penalty(self, real, fake):
-        """(||grad D(x_hat)|| - 1)^2 per example at random interpolates (WGAN-GP)."""
+    def _gradient_penalty(self, real, fake, update):
+        """(||grad D(x_hat)|| - 1)^2 per example at random interpolates (WGAN-GP), drawn for
+        D update number `update`."""
         batch = ops.shape(real)[0]
-        mix = self._latents(batch, _PENALTY_STREAM, self.d_optimizer.iterations, width=1,
-                            uniform=True)
+        mix = self._latents(batch, _PENALTY_STREAM, update, width=1, uniform=True)
         mix = ops.reshape(ops.cast(mix, real.dtype), (-1, 1, 1, 1))
         interpolates = real + mix * (ops.cast(fake, real.dtype) - real)
         with tf.GradientTape() as tape:

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = cli.parser("training.generate", __doc__)
     parser.add_argument("export", help="the export folder, e.g. saved_models/<name>")
     parser.add_argument("--num", type=_image_count, default=64, help="images")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+    parser.add_argument("--seed", type=cli.random_seed, default=0, help="sampling seed")
     parser.add_argument("--out", help="PNG grid to write, e.g. grid.png")
     parser.add_argument("--npz", help="also write the uint8 images to this .npz (key 'images')")
     parser.add_argument("--nrow", type=cli.positive_int,

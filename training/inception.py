@@ -49,6 +49,11 @@ INCEPTION_2015_SHA256: str | None = None
 INCEPTION_HASH_ENV = "KERAS_BSSN_INCEPTION_SHA256"
 INCEPTION_2015_GRAPH_FILE = "classify_image_graph_def.pb"
 INCEPTION_GRAPH_ENV = "KERAS_BSSN_INCEPTION_GRAPH"
+# The weights `keras.applications.InceptionV3(weights="imagenet")` fetches, with the name,
+# folder and md5 it fetches them under: either finds the other's download in the cache.
+KERAS_INCEPTION_V3_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/"
+                          "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5")
+_KERAS_INCEPTION_V3_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"
 
 # Tensor and op names in classify_image_graph_def.pb. The graph decodes a JPEG, casts it to
 # float, adds a batch axis (`ExpandDims`), resizes bilinearly to 299x299 and maps [0, 255] to
@@ -88,6 +93,11 @@ class FeatureExtractor:
             input_signature=[tf.TensorSpec([None, None, None, None], tf.float32)],
         )
         self._generated_steps: dict[tuple, Callable[[tf.Tensor], dict[str, tf.Tensor]]] = {}
+
+    @property
+    def feature_size(self) -> int:
+        """d, the length of each feature vector (those of one blank 32x32 image)."""
+        return int(self(np.zeros((1, 32, 32, 3), np.float32))[FEATURES].shape[-1])
 
     def extract_batch(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
         """The outputs for one batch, as TensorFlow ops (traceable inside `tf.function`)."""
@@ -317,11 +327,16 @@ def inception_graph_path(
         raise ExtractorError(_hash_mismatch(f"The archive downloaded from {INCEPTION_2015_URL}",
                                         None, file_hash, source)) from error
     except Exception as error:  # get_file raises a bare Exception when the fetch fails
-        raise ExtractorError(
-            f"The Inception graph could not be downloaded from {INCEPTION_2015_URL} ({error}). "
-            f"Offline, give a copy of inception-2015-12-05.tgz (or its .pb) with --extractor "
-            f"PATH or {INCEPTION_GRAPH_ENV}=PATH, or use a .keras feature model.") from None
+        raise _download_failure("The Inception graph", INCEPTION_2015_URL, error,
+                                "give a copy of inception-2015-12-05.tgz (or its .pb) with "
+                                f"--extractor PATH or {INCEPTION_GRAPH_ENV}=PATH, or use a "
+                                ".keras feature model") from None
     return os.path.join(extracted, INCEPTION_2015_GRAPH_FILE)
+
+
+def _download_failure(what: str, url: str, error: Exception, offline_fix: str) -> ExtractorError:
+    return ExtractorError(f"{what} could not be downloaded from {url} ({error}). Offline, "
+                          f"{offline_fix}.")
 
 
 def _is_sha256(value: str) -> bool:
@@ -475,10 +490,31 @@ class KerasInceptionV3(ModelExtractor):
 
     def __init__(self, weights: str | None = "imagenet", batch_size: int = DEFAULT_BATCH_SIZE):
         network = keras.applications.InceptionV3(
-            weights=weights, include_top=True, classifier_activation=None
+            weights=_keras_inception_weights() if weights == "imagenet" else weights,
+            include_top=True, classifier_activation=None
         )
         model = keras.Model(network.inputs, [network.get_layer("avg_pool").output, network.output])
         super().__init__(model, name=_keras_inception_name(weights), batch_size=batch_size)
+
+
+def _keras_inception_weights() -> str:
+    """The ImageNet weights of `keras.applications.InceptionV3`: fetched on first use into
+    Keras's cache (`$KERAS_HOME/models`), as Keras does, but with an error that says what to
+    do offline.
+
+    Raises:
+        ExtractorError: they are not in the cache and cannot be downloaded.
+    """
+    try:
+        return keras.utils.get_file(os.path.basename(KERAS_INCEPTION_V3_URL),
+                                    KERAS_INCEPTION_V3_URL, file_hash=_KERAS_INCEPTION_V3_MD5,
+                                    cache_subdir="models")
+    except Exception as error:  # get_file raises a bare Exception when the fetch fails
+        raise _download_failure(
+            "The Keras InceptionV3 weights", KERAS_INCEPTION_V3_URL, error,
+            f"copy {os.path.basename(KERAS_INCEPTION_V3_URL)} into $KERAS_HOME/models "
+            f"(default ~/.keras/models), or use --extractor {INCEPTION_2015_NAME} with a "
+            "local copy of its graph, or a .keras feature model") from None
 
 
 def _keras_inception_name(weights: str | None) -> str:

@@ -225,14 +225,20 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
         _refuse(name, value, f"a whole number >= {minimum}")
 
 
+# The largest float32: the models compute in float32 (or float16), where a larger setting
+# is infinite (an Adam epsilon of 1e308 would stop every update).
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
 def _check_float(name: str, value: Any, low: float, high: float | None = None,
                  low_open: bool = False) -> None:
-    """A finite number in [low, high) (or (low, high) with `low_open`)."""
+    """A number in [low, high) (or (low, high) with `low_open`), finite in float32."""
     valid = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(
-        value) and (value > low if low_open else value >= low) and (high is None or value < high)
+        value) and (value > low if low_open else value >= low) and (
+        value <= _FLOAT32_MAX if high is None else value < high)
     if not valid:
-        interval = f"{'(' if low_open else '['}{low:g}, {'inf' if high is None else f'{high:g}'})"
-        _refuse(name, value, f"a finite number in {interval}")
+        upper = f"{_FLOAT32_MAX:.2g}]" if high is None else f"{high:g})"
+        _refuse(name, value, f"a finite number in {'(' if low_open else '['}{low:g}, {upper}")
 
 
 # What a configuration selects beyond the paper's hyper-parameters: how the official code trains
@@ -313,15 +319,52 @@ def _resnet_presets() -> dict[str, dict[str, Any]]:
 PRESETS: dict[str, dict[str, Any]] = {**_cnn_presets(), **_resnet_presets()}
 
 
-def preset(name: str) -> TrainConfig:
-    """The configuration of a named preset.
+def preset(name: str, semantics_name: str | None = None, **overrides: Any) -> TrainConfig:
+    """The configuration of a named preset, under a training semantics, with single settings
+    overridden (`configured`).
+
+    Args:
+        name: a key of `PRESETS`.
+        semantics_name: "official" or "keras" (see `semantics`); None keeps the preset's own
+            settings.
+        **overrides: `TrainConfig` settings, over the preset's and the semantics'.
+
+    Returns:
+        The configuration; its semantics is that of the architecture it ends with.
 
     Example:
 
-    >>> preset("cifar10-cnn-bssn").scale
-    1.2
+    ```python
+    preset("cifar10-cnn-bssn").scale  # 1.2
+    preset("cifar10-cnn-bssn", arch="resnet").reuse_latents  # False, as the official ResNet
+    ```
     """
     if name not in PRESETS:
         raise ConfigError(f"Unknown preset {name!r}. Presets: {', '.join(sorted(PRESETS))}.")
-    values = PRESETS[name]
-    return TrainConfig(**{**semantics("official", values["arch"]), **values})
+    return configured(PRESETS[name], semantics_name, overrides)
+
+
+def configured(values: dict[str, Any], semantics_name: str | None = None,
+               overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """`values` (a preset's settings, say) under a training semantics, with `overrides`.
+
+    The semantics is resolved for the architecture the configuration ends with (that of
+    `overrides`, else of `values`), so a CNN's settings given `arch="resnet"` train as the
+    official ResNet code does, not as the CNN. Without `semantics_name`, `values` refine the
+    official semantics; with it, the semantics replaces them. `overrides` win over both.
+
+    Args:
+        values: `TrainConfig` settings.
+        semantics_name: "official" or "keras", or None.
+        overrides: `TrainConfig` settings given explicitly (flags).
+
+    Returns:
+        The configuration.
+    """
+    overrides = overrides or {}
+    arch = overrides.get("arch", values.get("arch", TrainConfig.arch))
+    if semantics_name is None:
+        settings = {**semantics("official", arch), **values}
+    else:
+        settings = {**values, **semantics(semantics_name, arch)}
+    return TrainConfig(**{**settings, **overrides})

@@ -14,9 +14,10 @@ from training.building import restore_gan
 from training.callbacks.steps import generator_step
 from training.distribute import make_strategy
 from training.errors import RunFolderError
-from training.export import export_generator
+from training.export import check_export_path, export_generator
 from training.gan import GAN
 from training.presets import TrainConfig
+from training.runs import check_writable_folder
 
 
 def export_run(config: TrainConfig, run_dir: pathlib.Path,
@@ -33,12 +34,28 @@ def export_run(config: TrainConfig, run_dir: pathlib.Path,
     return export(gan, config, run_dir, saved_models), checkpoint.step
 
 
+def check_export_target(config: TrainConfig, run_dir: pathlib.Path,
+                        saved_models: str | pathlib.Path) -> None:
+    """Checks, before any training, that `export` can write the run's export.
+
+    Raises:
+        OutputPathError: `saved_models` cannot be written.
+        ExportError: the export's folder exists and is not an earlier export.
+    """
+    check_writable_folder(saved_models, "--saved-models")
+    check_export_path(_export_path(config, run_dir, saved_models))
+
+
+def _export_path(config: TrainConfig, run_dir: pathlib.Path,
+                 saved_models: str | pathlib.Path) -> pathlib.Path:
+    return pathlib.Path(saved_models) / (config.export_name or run_dir.name)
+
+
 def export(gan: GAN, config: TrainConfig, run_dir: pathlib.Path,
            saved_models: str | pathlib.Path) -> pathlib.Path:
     """Exports a trained GAN's sampling generator to `saved_models/<export_name or run name>`."""
-    name = config.export_name or run_dir.name
     metadata = {"normalization": config.norm, "scale": config.scale, "dataset": config.dataset,
                 "architecture": config.arch, "step": generator_step(gan),
                 "ema": config.ema_decay is not None}
-    return export_generator(gan.prepare_sampling_generator(), pathlib.Path(saved_models) / name,
-                            metadata)
+    return export_generator(gan.prepare_sampling_generator(),
+                            _export_path(config, run_dir, saved_models), metadata)

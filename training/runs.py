@@ -11,9 +11,10 @@ import dataclasses
 import json
 import os
 import pathlib
+import tempfile
 from typing import Any
 
-from training.errors import RunFolderError
+from training.errors import OutputPathError, RunFolderError
 from training.images import atomic_writer
 from training.presets import LEGACY_VALUES, RESUMABLE_CHANGES, TrainConfig
 
@@ -37,7 +38,7 @@ def check_run_folder(run_dir: pathlib.Path, config: TrainConfig, force: bool) ->
     """
     config_path = run_dir / "config.json"
     if config_path.exists():
-        changes = config_changes(json.loads(config_path.read_text()), config)
+        changes = config_changes(_read_config_file(config_path), config)
         if changes and not force:
             raise RunFolderError(
                 f"{run_dir} holds a run with a different configuration:\n  "
@@ -63,7 +64,49 @@ def saved_config(run_dir: pathlib.Path) -> TrainConfig:
     if not path.exists():
         raise RunFolderError(f"{run_dir} holds no run (no config.json); give the --out of a "
                              "run that has trained.")
-    return TrainConfig.from_dict(json.loads(path.read_text()))
+    return TrainConfig.from_dict(_read_config_file(path))
+
+
+def _read_config_file(path: pathlib.Path) -> dict[str, Any]:
+    """The settings in a run's `config.json`.
+
+    Raises:
+        RunFolderError: the file is damaged (not a JSON object).
+    """
+    try:
+        values = json.loads(path.read_text())
+        problem = None if isinstance(values, dict) else "not a JSON object"
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        problem = str(error)
+    if problem:
+        raise RunFolderError(
+            f"{path} is damaged ({problem}). Delete it to resume the run's checkpoints with "
+            "the command's settings (they must be the ones the run was trained with), or give "
+            "another --out for a new run.")
+    return values
+
+
+def check_writable_folder(folder: str | os.PathLike, flag: str) -> None:
+    """Checks, before any work, that `folder` is a folder this process can write in, or can
+    be made one; writes nothing there.
+
+    Raises:
+        OutputPathError: it is a file, lies under one, or cannot be written (read-only).
+    """
+    existing = pathlib.Path(folder).absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputPathError(f"{flag} {folder}: {existing} is a file, not a folder; give "
+                              f"another {flag}.")
+    try:
+        # Trying is the sure test: `os.access` can be wrong (root squash, ACLs).
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise OutputPathError(f"{flag} {folder}: cannot write in {existing} "
+                              f"({error.strerror}); give another {flag}, or make it "
+                              "writable.") from None
 
 
 class RunFolderLock:

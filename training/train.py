@@ -17,8 +17,8 @@ import tempfile
 import textwrap
 
 from training import cli
-from training.presets import PRESETS, SEMANTICS_NAMES, TrainConfig, preset, semantics
-from training.runs import RunFolderLock, check_run_folder, saved_config
+from training.presets import PRESETS, SEMANTICS_NAMES, TrainConfig, preset
+from training.runs import RunFolderLock, check_run_folder, check_writable_folder, saved_config
 
 # Flags that override a preset field of the same name (dashes for underscores).
 _OVERRIDES: dict[str, tuple[type, str]] = {
@@ -55,7 +55,7 @@ _OVERRIDES: dict[str, tuple[type, str]] = {
     "generator_bn_updates": (str, "every_forward (official CNN) or generator_step "
                              "(official ResNet): when G's BatchNorm statistics move"),
     "antialias": (cli.boolean, "antialiased resizing (false: plain bilinear, official ImageNet)"),
-    "seed": (int, "seed of weights, latents and data order"),
+    "seed": (cli.random_seed, "seed of weights, latents and data order"),
     "strategy": (str, "auto, default, mirrored, multi_worker or tpu"),
     "log_every": (int, "steps per metrics row / progress-bar epoch"),
     "sample_every": (int, "steps between sample grids"),
@@ -104,14 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
-    """The preset's configuration with every flag given on the command line applied."""
-    config = preset(args.preset)
-    if args.semantics:
-        config = dataclasses.replace(config, **semantics(args.semantics, config.arch))
+    """The preset's configuration with every flag given on the command line applied, under
+    the semantics of the architecture the flags give."""
     overrides = {name: getattr(args, name) for name in (*_OVERRIDES, "mixed_precision",
                                                         "jit_compile")
                  if getattr(args, name, None) is not None}
-    return dataclasses.replace(config, **overrides)
+    return preset(args.preset, args.semantics, **overrides)
 
 
 def presets_table() -> str:
@@ -142,9 +140,10 @@ def _export_only(args: argparse.Namespace, run_dir: pathlib.Path) -> int:
         config = dataclasses.replace(config, export_name=args.export_name)
     cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate()
-    with RunFolderLock(run_dir):
-        from training.run_export import export_run
+    from training.run_export import check_export_target, export_run
 
+    check_export_target(config, run_dir, args.saved_models)
+    with RunFolderLock(run_dir):
         path, step = export_run(config, run_dir, args.saved_models)
     print(f"exported step {step} to {path}")
     return 0
@@ -160,12 +159,24 @@ def _train(args: argparse.Namespace) -> int:
     config = resolve_config(args)
     # Before anything is written; the values at once, not after TensorFlow's start.
     config.validate_values()
+    check_writable_folder(run_dir, "--out")
     # The first of the start's phases (training.trainer says the others): 5-20 s.
     print("starting TensorFlow...", flush=True)
     cli.start_tensorflow()  # quietly, before the checks of names load it
     config.validate_names()
-    from training.distribute import writes_run_files
+    from training.distribute import make_strategy, writes_run_files
+    from training.run_export import check_export_target
+    from training.trainer import check_data
 
+    if config.strategy == "multi_worker":
+        # First: it configures TensorFlow's collective ops, which must precede any other op
+        # (the data check below reads images).
+        make_strategy(config.strategy)
+    if args.export:
+        check_export_target(config, run_dir, args.saved_models)
+    # Before the run folder is made: a mistaken --data-dir must leave nothing to refuse the
+    # corrected command.
+    check_data(config)
     if not writes_run_files(config.strategy):
         return _train_as_other_worker(args, config, run_dir)
     with RunFolderLock(run_dir):

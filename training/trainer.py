@@ -9,9 +9,12 @@ Building the GAN is `training.building`'s; exporting it, `training.run_export`'s
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import functools
 import math
+import os
 import pathlib
 import signal
 import sys
@@ -29,7 +32,7 @@ from training.callbacks.metrics_csv import read_metrics
 from training.callbacks.progress import FirstStepNotice
 from training.callbacks.steps import generator_step
 from training.distribute import gather_across_workers, make_strategy
-from training.errors import RunFolderError, Stopped
+from training.errors import DataError, RunFolderError, Stopped
 from training.gan import GAN
 from training.inception import ExtractorError, make_extractor
 from training.presets import TrainConfig
@@ -93,6 +96,26 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
+def check_data(config: TrainConfig) -> None:
+    """Finds the run's images and says what was found (an archive is extracted, once), before
+    the run folder is written; refuses more images per step than the data has.
+
+    Raises:
+        DataError: the images cannot be read, or are fewer than one step's batch.
+    """
+    num_images = data.report_source(**config.data_source(), say=_say)
+    per_step = config.batch_size * config.n_dis
+    if num_images is None or per_step <= num_images:
+        return
+    flags = f"--batch-size {config.batch_size}" + (
+        f" x --n-dis {config.n_dis}" if config.n_dis > 1 else "")
+    largest_batch = num_images // config.n_dis
+    fix = (f"--batch-size at most {largest_batch:,}" if largest_batch
+           else f"--n-dis at most {num_images:,}")
+    raise DataError(f"{flags}: {per_step:,} images per generator step, more than the "
+                    f"{num_images:,} the data has; give {fix}.")
+
+
 def _gan_summary(config: TrainConfig) -> str:
     """The GAN of a configuration in a few words, e.g. `cnn, bssn c=1.2`."""
     if config.norm == "none":
@@ -145,7 +168,8 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
 
 def train(config: TrainConfig, run_dir: pathlib.Path,
           resume_from: pathlib.Path | None = None) -> TrainingResult:
-    """Trains (or resumes) the run in `run_dir` to `config.steps` generator steps.
+    """Trains (or resumes) the run in `run_dir` to `config.steps` generator steps; call
+    `check_data` first.
 
     Args:
         config: the run's settings.
@@ -155,7 +179,9 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
 
     Raises:
         CheckpointError: no checkpoint of the run restores.
-        RunFolderError: the workers of a cluster resumed from different steps.
+        RunFolderError: the run is past `config.steps` already; the workers of a cluster
+            resumed from different steps; the disk became full (the error names the last
+            good checkpoint).
         Stopped: Ctrl-C or SIGTERM arrived; the state was saved first (unless non-finite).
     """
     # Our dataset is shuffled by the pipeline; fit's default shuffle=True has nothing to do.
@@ -163,17 +189,31 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
     strategy = make_strategy(config.strategy)
     _say(f"building the GAN ({_gan_summary(config)}) under {_strategy_summary(strategy)}")
     gan, checkpoint = restore_gan(config, run_dir, strategy, resume_from)
-    _check_workers_agree(config, strategy, checkpoint.step, resume_from or run_dir)
+    step = checkpoint.step
+    _check_workers_agree(config, strategy, step, resume_from or run_dir)
+    if step > config.steps:
+        raise RunFolderError(
+            f"{resume_from or run_dir} is already at step {step}, past --steps {config.steps}. "
+            f"Give --steps above {step} to train further, --out for a new run, or "
+            "--export-only to export it.")
+    with _disk_full_is_an_error(checkpoint, run_dir):
+        return _train_from(gan, checkpoint, config, run_dir, resume_from)
+
+
+def _train_from(gan: GAN, checkpoint: callbacks.RunCheckpoint, config: TrainConfig,
+                run_dir: pathlib.Path, resume_from: pathlib.Path | None) -> TrainingResult:
+    """`train` from the restored `checkpoint`, once nothing can refuse the run."""
+    step = checkpoint.step
     # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
     # architecture) must not replace the one they were trained with.
     write_config(run_dir, config)
-    step = checkpoint.step
     if step:
         _say(f"Resuming {run_dir} from step {step} ({checkpoint.latest}).")
-    if step >= config.steps:
+    if step == config.steps:
+        _say(f"The run is at --steps {step} already: nothing to train.")
         return TrainingResult(gan, step, checkpoint.latest)
     guard = callbacks.StopOnNonFiniteLoss()
-    saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every,
+    saver = callbacks.CheckpointCallback(checkpoint, config.checkpoint_every, config.log_every,
                                          is_healthy=lambda: guard.triggered is None)
     csv_logger = callbacks.MetricsCSVLogger(run_dir / "metrics.csv")
     # The rows up to the checkpoint: the ones after it are trained again.
@@ -181,8 +221,7 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
                    if row["step"] <= step]
     try:
         with _SignalHandlers(_raise_stopped):
-            # Inside: these can take a while (an archive's extraction, the Inception graph).
-            data.report_source(**config.data_source(), say=_say)
+            # Inside: this can take a while (the Inception graph).
             run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
             step = _fit_to_next_log_row(gan, config, run_dir, step, run_callbacks)
             if not gan.stop_training:
@@ -197,6 +236,29 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
         guard.triggered = (f"the weights became NaN or infinite by generator step "
                            f"{saver.nonfinite_weights_step}")
     return TrainingResult(gan, generator_step(gan), checkpoint.latest, guard.triggered)
+
+
+@contextlib.contextmanager
+def _disk_full_is_an_error(checkpoint: callbacks.RunCheckpoint, run_dir: pathlib.Path):
+    """Turns a full disk into an error that names the last good checkpoint (a save cut short
+    never becomes the latest: its state file is written last)."""
+    try:
+        yield
+    except (OSError, tf.errors.ResourceExhaustedError) as error:
+        if not _is_disk_full(error):
+            raise
+        last = checkpoint.latest or "none yet (a rerun starts at step 0)"
+        raise RunFolderError(
+            f"the disk of {run_dir} is full ({os.strerror(errno.ENOSPC)}). The last good "
+            f"checkpoint is {last}; free some space and run the same command to resume."
+        ) from None
+
+
+def _is_disk_full(error: Exception) -> bool:
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    # TensorFlow's file system turns ENOSPC into this error, with the system's message.
+    return os.strerror(errno.ENOSPC) in str(error)
 
 
 def _train_dataset(config: TrainConfig, run_dir: pathlib.Path, step: int) -> tf.data.Dataset:

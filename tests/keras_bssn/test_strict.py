@@ -3,6 +3,7 @@
 Backend-neutral (keras.ops and NumPy only), like the other library tests.
 """
 
+import copy
 import math
 
 import keras
@@ -152,6 +153,9 @@ def test_dense_layer_is_plain_sn():
                                    _numpy(plain(x, training=training)), rtol=1e-6)
     np.testing.assert_allclose(_numpy(strict.vectors[0].value), _numpy(plain.vectors[0].value))
     assert [vector.name for vector in strict.vectors] == ["u_view1"]
+    strict.advance_vectors()
+    plain.advance_vectors()
+    np.testing.assert_allclose(_numpy(strict.vectors[0].value), _numpy(plain.vectors[0].value))
 
 
 def test_spatial_shape_fixes_the_operator_of_an_unsized_input():
@@ -211,3 +215,47 @@ def test_spectral_normalize_accepts_method_strict():
                 if isinstance(layer, StrictSpectralNormalization)]
     assert [layer.name for layer in wrappers] == ["conv", "logits"]
     assert tuple(wrappers[0].u_input.shape) == (1, 8, 8, 3)
+
+
+@pytest.mark.parametrize("name", CONVOLUTIONS)
+def test_advance_vectors_runs_the_operator_power_iteration(name):
+    factory, grid, channels = CONVOLUTIONS[name]
+    wrapper = _built(factory, grid, channels, power_iterations=2)
+    matrix = _operator_matrix(wrapper)
+    start = _numpy(wrapper.u_input.value)
+    expected = start.reshape(-1)
+    for _ in range(2):
+        expected = matrix.T @ (matrix @ expected)
+        expected /= np.linalg.norm(expected)
+    wrapper.advance_vectors()
+    advanced = _numpy(wrapper.u_input.value)
+    np.testing.assert_allclose(advanced.reshape(-1), expected, rtol=1e-4, atol=1e-6)
+    # The same vector a training call stores from the same start.
+    wrapper.u_input.assign(start.astype("float32"))
+    wrapper(_input(grid, channels), training=True)
+    np.testing.assert_allclose(_numpy(wrapper.u_input.value), advanced, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("option, value", [("differentiable_power_iteration", True),
+                                           ("vector_updates", "explicit"),
+                                           ("vector_updates", "per_step")])
+def test_the_other_wrappers_options_are_refused_by_name(option, value):
+    message = f"StrictSpectralNormalization has no `{option}` option \\(got {value!r}\\)"
+    with pytest.raises(ValueError, match=message):
+        StrictSpectralNormalization(keras.layers.Conv2D(4, 3), **{option: value})
+    model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3)])
+    with pytest.raises(ValueError, match=message):
+        spectral_normalize(model, method="strict", **{option: value})
+
+
+def test_config_holds_only_its_own_options_and_reads_a_0_2_config():
+    wrapper = StrictSpectralNormalization(keras.layers.Conv2D(4, 3), scale=1.4)
+    config = wrapper.get_config()
+    assert "differentiable_power_iteration" not in config and "vector_updates" not in config
+    # from_config takes the inner layer's config out of the dict it is given.
+    clone = StrictSpectralNormalization.from_config(copy.deepcopy(config))
+    assert clone.get_config() == config
+    # keras-bssn 0.2 saved the other wrappers' options, at the values strict SN has.
+    saved = {**copy.deepcopy(config), "differentiable_power_iteration": False,
+             "vector_updates": "in_call"}
+    assert StrictSpectralNormalization.from_config(saved).get_config() == config

@@ -12,7 +12,9 @@ from training.callbacks import SampleDiversityMonitor
 from training.callbacks.diversity import mean_pairwise_distance
 from training.callbacks.metrics_csv import read_metrics
 from training.experiments import cells, collapse
+from training.errors import RunFolderError
 from training.presets import ConfigError
+from training.runs import mark_finished, write_config
 
 
 def test_mean_pairwise_distance_matches_a_direct_loop():
@@ -29,8 +31,7 @@ class _FixedGenerator:
 
     def __init__(self):
         self.images = None
-        self.g_optimizer = keras.optimizers.Adam()
-        self.g_optimizer.build([keras.Variable(np.zeros(1))])
+        self.step = keras.Variable(0, dtype="int64")
 
     def prepare_sampling_generator(self):
         return self
@@ -53,7 +54,7 @@ def test_diversity_is_relative_to_the_real_batch_and_warns_once_after_the_warm_u
     collapsed = real[:1].repeat(16, axis=0) + rng.normal(0, 1e-3, real.shape)
     gan.images = collapsed
     monitor.on_epoch_end(1, logs)  # step 0 < warm-up: no count
-    gan.g_optimizer.iterations.assign(20)
+    gan.step.assign(20)
     for epoch in (2, 3, 4):
         monitor.on_epoch_end(epoch, logs)
     assert logs["diversity"] < 0.01
@@ -66,7 +67,7 @@ def test_a_resumed_monitor_continues_the_streak_its_logged_rows_began(capsys):
     real = rng.uniform(-1, 1, (16, 4, 4, 3))
     gan = _FixedGenerator()
     gan.images = real[:1].repeat(16, axis=0)
-    gan.g_optimizer.iterations.assign(30)
+    gan.step.assign(30)
     # Two low rows after the warm-up, one before it and the diversity-less row an interrupted
     # interval writes: with a patience of 3, the first new low row completes the streak.
     logged = [{"step": 5, "diversity": 0.0}, {"step": 10, "diversity": 0.9},
@@ -205,3 +206,41 @@ def test_the_curves_pass_over_the_row_an_interrupted_run_writes():
     diversity_line = figure.axes[0].lines[0]
     assert list(diversity_line.get_xdata()) == [50, 114]
     assert list(diversity_line.get_ydata()) == [0.1, 0.2]
+
+
+def test_a_cell_cannot_override_what_the_study_sets():
+    for setting in cells.STUDY_SETTINGS:
+        with pytest.raises(ConfigError, match=f"the study sets {setting} for every run"):
+            cells.Cell.parse(f"sn:1:keras+{setting}=1")
+    # What the study sets is what its runs get, whatever the cell's semantics would give.
+    config = cells.Cell.parse("sn:1:keras").config(seed=2, steps=30, log_every=5,
+                                                   dataset="npz", data_dir="x", batch_size=16,
+                                                   jit_compile=True)
+    assert (config.seed, config.steps, config.log_every, config.batch_size,
+            config.jit_compile) == (2, 30, 5, 16, True)
+
+
+def test_a_cell_or_seed_given_twice_is_one_run(tmp_path, monkeypatch):
+    trained = []
+    monkeypatch.setattr(collapse, "train_to_end",
+                        lambda config, folder: trained.append(folder.name))
+    rows = collapse.run(tmp_path, ["sn:1:official", "sn:1.0:official"], [0, 0], steps=4,
+                        log_every=2, dataset="npz", data_dir="x", batch_size=8)
+    assert trained == ["sn-1-official-s0"]
+    assert [(row["cell"], row["seed"]) for row in rows] == [("sn:1:official", 0)]
+
+
+def test_a_rerun_with_other_settings_is_refused_not_counted_as_done(tmp_path, monkeypatch):
+    monkeypatch.setattr(collapse, "train_to_end", lambda config, folder: None)
+    cell = cells.Cell.parse("sn:1:official")
+    earlier = cell.config(0, 4, 2, "npz", "x", batch_size=8)
+    folder = cell.folder(tmp_path, 0)
+    write_config(folder, earlier)
+    mark_finished(folder, "finished", 4)
+
+    with pytest.raises(RunFolderError, match="batch_size: 8 -> 16"):
+        collapse.run(tmp_path, ["sn:1:official"], [0], steps=4, log_every=2, dataset="npz",
+                     data_dir="x", batch_size=16)
+    # The same settings continue the study; a longer one resumes its runs.
+    collapse.run(tmp_path, ["sn:1:official"], [0], steps=8, log_every=2, dataset="npz",
+                 data_dir="x", batch_size=8)

@@ -17,7 +17,8 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from training import data
-from training.data import archives, pipeline
+from training.data import archives, folders, pipeline
+from training.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -340,12 +341,27 @@ def test_crop_size_without_image_size_keeps_the_crop(tmp_path):
     np.testing.assert_array_equal(cropped, images[:, 3:9, 1:7])
 
 
-def test_crop_larger_than_the_images_is_refused(tmp_path):
+def test_a_crop_larger_than_the_images_is_refused_before_any_is_read(tmp_path):
     np.save(tmp_path / "small.npy", np.zeros((1, 12, 8, 3), np.uint8))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the crop size 10"):
-        take(data.load_images("npz", str(tmp_path / "small.npy"), crop_size=10), 1)
+    with pytest.raises(DataError, match=r"--crop-size 10 is larger than the images in .*small"
+                       r"\.npy \(12x8 pixels\); give at most 8, or no --crop-size"):
+        data.load_images("npz", str(tmp_path / "small.npy"), crop_size=10)
+    save_png(tmp_path / "pngs" / "a.png", solid(0))
+    with pytest.raises(DataError, match=r"--crop-size 10 is larger than the first image in "
+                       r".*pngs \(8x8 pixels\)"):
+        data.load_images("folder", str(tmp_path / "pngs"), crop_size=10)
     with pytest.raises(ValueError, match="crop_size must be positive"):
         data.load_images("npz", str(tmp_path / "small.npy"), crop_size=0)
+
+
+def test_a_later_image_smaller_than_the_crop_fails_where_it_is_decoded(tmp_path):
+    folder = tmp_path / "pngs"
+    for name in ("a.png", "b.png"):
+        save_png(folder / name, solid(0, (16, 16, 3)))
+    _, later = folders._image_files(folder)  # the listing's order, not the names'
+    save_png(Path(later), solid(0))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="smaller than the crop size 10"):
+        take(data.load_images("folder", str(folder), image_size=8, crop_size=10), 2)
 
 
 # TFDS datasets, mocked (no downloads).
@@ -382,6 +398,12 @@ def test_tfds_datasets_get_the_papers_preprocessing(name, size, crop_size, mock_
 def test_tfds_image_size_overrides_reference_size(mock_tfds, tmp_path):
     dataset = data.load_images("cifar10", data_dir=str(tmp_path), image_size=16)
     assert take(dataset, 100).shape == (3, 16, 16, 3)
+
+
+def test_a_crop_larger_than_a_tfds_data_sets_images_is_refused(mock_tfds, tmp_path):
+    with pytest.raises(DataError, match=r"--crop-size 40 is larger than the images of cifar10 "
+                       r"\(32x32 pixels\)"):
+        data.load_images("cifar10", data_dir=str(tmp_path), crop_size=40)
 
 
 def test_stl10_train_split_adds_unlabelled_images(mock_tfds, tmp_path):

@@ -20,9 +20,11 @@ import pytest
 import tensorflow as tf
 
 from tests.training import multiworker_worker as worker
+from tests.training.test_gan import _dataset, _fit, _gan
 from tests.training.run_files import assert_trained_alike, checkpoint_values
 from tests.strategies import two_cpu_strategy
 from training import cli
+from training.callbacks import RunCheckpoint, generator_step
 from training.errors import StrategyError
 from training.distribute import (
     STRATEGY_NAMES,
@@ -186,6 +188,71 @@ def test_without_the_mixin_keras_builds_the_gan_by_calling_it_on_images():
         gan = worker.make_gan(worker.PlainStandInGAN)
     with pytest.raises(ValueError, match="expected axis -1 of input shape to have value 4"):
         worker.train(gan, worker.image_dataset())
+
+
+# --- the GAN on 2 replicas: its step, and batches that do not split -----------------------
+
+
+def test_the_gans_step_counts_each_train_step_once_on_two_replicas(tmp_path):
+    with _two_cpus().scope():
+        gan = _gan()
+    _fit(gan, 8, 3)
+    assert generator_step(gan) == 3
+    RunCheckpoint(gan, tmp_path).save()
+    with _two_cpus().scope():
+        resumed = _gan()
+        assert RunCheckpoint(resumed, tmp_path).restore() == 3
+    assert generator_step(resumed) == 3
+
+
+def test_a_generator_batch_the_replicas_cannot_split_is_refused_by_compile():
+    with _two_cpus().scope(), pytest.raises(
+            ValueError, match="`generator_batch_size` of 15 does not split evenly over the 2 "
+                              "replicas of the strategy; give a multiple of 2"):
+        _gan(generator_batch_size=15)
+
+
+@pytest.mark.parametrize("n_dis, batch", [(1, 9), (2, 18)])
+def test_fit_refuses_batches_the_replicas_cannot_split_into_discriminator_batches(n_dis,
+                                                                                   batch):
+    with _two_cpus().scope():
+        gan = _gan(n_dis=n_dis)
+    with pytest.raises(ValueError, match=f"A batch of {batch} does not split evenly over the "
+                                         f"2 replicas.*give a multiple of {2 * n_dis}"):
+        gan.fit(_dataset(batch, 1), steps_per_epoch=1, epochs=1, verbose=0)
+    assert generator_step(gan) == 0
+
+
+_THREE_CPUS_TRAIN = (
+    "import sys\n"
+    "import tensorflow as tf\n"
+    "tf.config.set_logical_device_configuration(tf.config.list_physical_devices('CPU')[0],"
+    " [tf.config.LogicalDeviceConfiguration()] * 3)\n"
+    "from training import train\n"
+    "sys.exit(train.main(sys.argv[1:]))")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-size", "6", "--generator-batch-size", "32", "--reuse-latents", "false"],
+     "--generator-batch-size 32 does not split evenly over 3 replicas. Give a multiple of 3."),
+    (["--batch-size", "8"],
+     "--batch-size 8 does not split evenly over 3 replicas. Give a multiple of 3."),
+])
+def test_the_training_command_refuses_batches_three_replicas_cannot_split(tmp_path, flags,
+                                                                          message):
+    images = tmp_path / "images.npz"
+    np.savez(images, x=np.random.default_rng(0).integers(0, 256, (32, 8, 8, 3), np.uint8))
+    run = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-c", _THREE_CPUS_TRAIN, "--dataset", "npz", "--data-dir", str(images),
+         "--image-size", "8", "--steps", "2", "--fid-every", "0", "--no-export",
+         "--strategy", "mirrored", "--out", str(run), *flags],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, CUDA_VISIBLE_DEVICES="-1"))
+    assert result.returncode == cli.EXIT_USER_ERROR, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"error: {message}"
+    assert "Traceback" not in result.stderr
+    assert not (run / "config.json").exists() and not (run / "checkpoints").exists()
 
 
 # --- two workers on localhost ----------------------------------------------------------------

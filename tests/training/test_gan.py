@@ -6,6 +6,9 @@ import pytest
 import tensorflow as tf
 
 from keras_bssn import BidirectionalSpectralNormalization, SpectralNormalization, spectral
+from training import gan as gan_module
+from training.callbacks.checkpoints import RunCheckpoint
+from training.callbacks.steps import generator_step
 from training.distribute import replica_latents
 from training.gan import GAN
 from tests.strategies import two_cpu_strategy
@@ -280,3 +283,82 @@ def test_mixed_float16_trains_with_dynamic_loss_scaling_like_float32():
     kernel = 0  # the conv kernel: float16 compute, float32 updates close to float32 training
     np.testing.assert_allclose(deltas["mixed_float16"][kernel], deltas["float32"][kernel],
                                rtol=0.1, atol=2e-4)
+
+
+def _record_draws(monkeypatch) -> list[tuple[int, int, np.ndarray]]:
+    """(stream, step, values) of every latent draw of the GAN's train steps (run eagerly)."""
+    draws = []
+
+    def recording(batch_size, latent_dim, seed, step, uniform=False):
+        values = replica_latents(batch_size, latent_dim, seed, step, uniform)
+        draws.append((int(seed[1]), int(step), values.numpy()))
+        return values
+
+    monkeypatch.setattr(gan_module, "replica_latents", recording)
+    return draws
+
+
+def test_without_overflows_the_latents_are_drawn_for_the_optimizers_iterations(monkeypatch):
+    draws = _record_draws(monkeypatch)
+    gan = _gan(n_dis=2, loss="wasserstein", gradient_penalty=1.0, run_eagerly=True)
+    _fit(gan, 8 * 2, 2)
+    d_updates = [step for stream, step, _ in draws if stream == gan_module._DISCRIMINATOR_STREAM]
+    penalties = [step for stream, step, _ in draws if stream == gan_module._PENALTY_STREAM]
+    g_updates = [step for stream, step, _ in draws if stream == gan_module._GENERATOR_STREAM]
+    assert d_updates == penalties == [0, 1, 2, 3] and g_updates == [0, 1]
+    assert int(gan.d_optimizer.iterations) == 4 and generator_step(gan) == 2
+
+
+def test_the_step_moves_once_per_train_step_when_loss_scaling_skips_the_updates(monkeypatch):
+    draws = _record_draws(monkeypatch)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        gan = GAN(_generator(), _discriminator(), seed=3)
+        # A loss scale that overflows float16 gradients: every update of the first steps
+        # is skipped, as dynamic loss scaling does now and then.
+        overflowing = [keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(),
+                                                           initial_scale=2.0**40)
+                       for _ in range(2)]
+        gan.compile(d_optimizer=overflowing[0], g_optimizer=overflowing[1], n_dis=2,
+                    run_eagerly=True)
+        _fit(gan, 8 * 2, 3)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert int(gan.d_optimizer.iterations) == int(gan.g_optimizer.iterations) == 0  # skipped
+    assert generator_step(gan) == 3
+    d_draws = [(step, values) for stream, step, values in draws
+               if stream == gan_module._DISCRIMINATOR_STREAM]
+    assert [step for step, _ in d_draws] == list(range(6))
+    for (_, before), (_, after) in zip(d_draws, d_draws[1:]):
+        assert not np.allclose(before, after)
+
+
+def test_a_checkpoint_saved_before_the_gan_counted_its_steps_resumes_from_its_step(tmp_path):
+    trained = _gan(ema_decay=0.9)
+    _fit(trained, 8, 2)
+    del trained.step  # as the GAN was before it had a step counter of its own
+    old_format = tf.train.Checkpoint(gan=trained, d_optimizer=trained.d_optimizer,
+                                     g_optimizer=trained.g_optimizer)
+    tf.train.CheckpointManager(old_format, tmp_path, max_to_keep=3).save(checkpoint_number=2)
+    assert not any(name.startswith("gan/step/") for name, _ in tf.train.list_variables(
+        str(tmp_path / "ckpt-2")))
+
+    resumed = _gan(ema_decay=0.9)
+    assert RunCheckpoint(resumed, tmp_path).restore() == 2
+    assert generator_step(resumed) == 2
+    for one, two in zip(trained.generator.get_weights(), resumed.generator.get_weights()):
+        np.testing.assert_array_equal(one, two)
+    for one, two in zip(trained._ema_weights, resumed._ema_weights):
+        np.testing.assert_array_equal(one.numpy(), two.numpy())
+    _fit(resumed, 8, 1)
+    assert generator_step(resumed) == 3
+
+
+def test_a_checkpoint_holds_the_step_that_loss_scaling_did_not_count(tmp_path):
+    gan = _gan()
+    _fit(gan, 8, 2)
+    gan.g_optimizer.iterations.assign(1)  # as if one generator update had been skipped
+    RunCheckpoint(gan, tmp_path).save()
+    resumed = _gan()
+    assert RunCheckpoint(resumed, tmp_path).restore() == 2
+    assert generator_step(resumed) == 2 and int(resumed.g_optimizer.iterations) == 1

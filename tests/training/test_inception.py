@@ -301,3 +301,13 @@ def test_generated_images_give_the_same_outputs_in_order_on_two_replicas():
     np.testing.assert_allclose(
         single[FEATURES], extractor(generator(latents).numpy())[FEATURES], rtol=1e-5, atol=1e-6
     )
+
+
+def test_keras_inception_v3_offline_says_where_its_weights_go(tmp_path, monkeypatch):
+    # A download that fails as offline: a file:// address of nothing, under a name no cache
+    # holds.
+    monkeypatch.setattr(inception, "KERAS_INCEPTION_V3_URL", (tmp_path / "weights.h5").as_uri())
+    with pytest.raises(inception.ExtractorError,
+                       match=r"could not be downloaded .* Offline, copy weights.h5 into "
+                             r"\$KERAS_HOME/models"):
+        inception.make_extractor("keras-inceptionv3")

@@ -1,10 +1,13 @@
 """The paper's grid as presets, and flag overrides."""
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from training import presets
+from training.experiments.cells import Cell
+from training.experiments.training_runs import TrainingSetup
 from training.presets import PRESETS, TrainConfig, preset
 from training.train import build_parser, resolve_config
 
@@ -78,3 +81,42 @@ def test_the_report_table_of_departures_names_every_semantics_setting():
     for setting in settings:
         assert f"`--{setting.replace('_', '-')}" in table, setting
     assert "`--semantics keras`" in table
+
+
+def test_a_changed_architecture_trains_with_its_own_semantics():
+    args = build_parser().parse_args(["--preset", "cifar10-cnn-bssn", "--arch", "resnet"])
+    config = resolve_config(args)
+    assert (config.arch, config.reuse_latents, config.generator_bn_updates) == (
+        "resnet", False, "generator_step")
+    assert config == preset("cifar10-cnn-bssn", arch="resnet")
+    resnet = preset("cifar10-resnet-bssn")
+    assert (resnet.reuse_latents, resnet.generator_bn_updates) == (False, "generator_step")
+    cnn = preset("cifar10-resnet-bssn", arch="cnn")
+    assert (cnn.reuse_latents, cnn.generator_bn_updates) == (True, "every_forward")
+
+
+def test_flags_given_with_a_changed_architecture_still_win():
+    args = build_parser().parse_args(["--preset", "cifar10-cnn-bssn", "--arch", "resnet",
+                                      "--reuse-latents", "true"])
+    config = resolve_config(args)
+    assert (config.reuse_latents, config.generator_bn_updates) == (True, "generator_step")
+    args = build_parser().parse_args(["--arch", "resnet", "--semantics", "keras"])
+    config = resolve_config(args)
+    assert (config.vector_updates, config.reuse_latents, config.generator_bn_updates) == (
+        "in_call", False, "every_forward")
+
+
+def test_a_study_of_the_resnet_trains_with_its_semantics():
+    setup = TrainingSetup(dataset="cifar10", data_dir=None, arch="resnet", image_size=32,
+                          steps=10, batch_size=8)
+    config = setup.config("bssn", 1.2, seed=0)
+    assert (config.reuse_latents, config.generator_bn_updates) == (False, "generator_step")
+    assert setup.config("bssn", 1.2, seed=0, reuse_latents=True).reuse_latents
+    cnn = dataclasses.replace(setup, arch="cnn").config("bssn", 1.2, seed=0)
+    assert (cnn.reuse_latents, cnn.generator_bn_updates) == (True, "every_forward")
+    cell = Cell.parse("bssn:1.2:official+arch=resnet")
+    config = cell.config(0, 10, 5, "cifar10", None)
+    assert (config.arch, config.reuse_latents, config.generator_bn_updates) == (
+        "resnet", False, "generator_step")
+    cell = Cell.parse("bssn:1.2:official+arch=resnet+reuse_latents=true")
+    assert cell.config(0, 10, 5, "cifar10", None).reuse_latents

@@ -6,11 +6,13 @@ import io
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
-from training.callbacks import CheckpointCallback, MetricsCSVLogger, ProgressLine
+from training.callbacks import CheckpointCallback, MetricsCSVLogger, ProgressLine, RunCheckpoint
 from training.callbacks.metrics_csv import read_metrics
 from training.callbacks.steps import generator_step
 from training.callbacks.progress import format_duration
+from training.gan import GAN
 
 
 class _Run:
@@ -19,12 +21,14 @@ class _Run:
     weights = ()
 
     def __init__(self):
-        self.g_optimizer = keras.optimizers.Adam()
-        self.g_optimizer.build([keras.Variable(np.zeros(1))])
+        self.step = keras.Variable(0, dtype="int64")
 
     def at(self, step):
-        self.g_optimizer.iterations.assign(step)
+        self.step.assign(step)
         return self
+
+    def reset_metrics(self):
+        """Stands in for `keras.Model.reset_metrics`: it has no metrics."""
 
 
 def _rows(path):
@@ -138,7 +142,7 @@ def test_a_steps_checkpoint_is_saved_after_its_log_row(tmp_path):
     run = _Run()
     logger = MetricsCSVLogger(tmp_path / "metrics.csv")
     checkpoint = _Checkpoint(run, tmp_path / "metrics.csv")
-    saver = CheckpointCallback(checkpoint, every_n_steps=2)
+    saver = CheckpointCallback(checkpoint, every_n_steps=2, log_every=2)
     for callback in (logger, saver):  # the saver last, as the training lists it
         callback.set_model(run.at(2))
         callback.on_train_batch_end(1, {"d_loss": 1.0})
@@ -151,6 +155,76 @@ def test_a_steps_checkpoint_is_saved_after_its_log_row(tmp_path):
     assert 4 not in checkpoint.rows_at_save
     saver.on_train_batch_begin(2)
     assert checkpoint.rows_at_save[4] == [2]
+
+
+def _small_gan(step: int) -> GAN:
+    """A compiled GAN of two small networks, at generator step `step`."""
+    generator = keras.Sequential([keras.Input((4,)), keras.layers.Dense(12),
+                                  keras.layers.Reshape((2, 2, 3))])
+    discriminator = keras.Sequential([keras.Input((2, 2, 3)), keras.layers.Flatten(),
+                                      keras.layers.Dense(1)])
+    gan = GAN(generator, discriminator)
+    gan.compile(d_optimizer=keras.optimizers.Adam(), g_optimizer=keras.optimizers.Adam())
+    gan.step.assign(step)
+    return gan
+
+
+def _metric_states(gan: GAN) -> dict[str, list[float]]:
+    """Each metric's running total and count."""
+    return {metric.name: [float(variable.value) for variable in metric.variables]
+            for metric in gan.metrics}
+
+
+def _resume(checkpoint_dir, log_every: int) -> tuple[GAN, CheckpointCallback]:
+    """A GAN restored from `checkpoint_dir`, and the first epoch of its `fit` begun."""
+    gan = _small_gan(0)
+    checkpoint = RunCheckpoint(gan, checkpoint_dir)
+    checkpoint.restore()
+    saver = CheckpointCallback(checkpoint, every_n_steps=1, log_every=log_every)
+    saver.set_model(gan)
+    gan.reset_metrics()  # as `fit` does at each epoch's start
+    saver.on_epoch_begin(checkpoint.step // log_every)
+    return gan, saver
+
+
+def test_a_resume_between_two_log_rows_continues_the_running_means_of_the_interval(tmp_path):
+    gan = _small_gan(3)  # between the rows of steps 2 and 4
+    for index, metric in enumerate(gan.metrics):
+        metric.update_state([index / 3, 2.0 * index + 0.1])
+    RunCheckpoint(gan, tmp_path).save()
+    # The row of step 4 averages steps 3 and 4, as an uninterrupted run's does.
+    resumed, _ = _resume(tmp_path, log_every=2)
+    assert _metric_states(resumed) == _metric_states(gan)
+    assert all(count == 2 for _, count in _metric_states(resumed).values())
+
+
+def test_a_save_on_a_log_row_holds_an_empty_interval(tmp_path):
+    gan = _small_gan(4)
+    saver = CheckpointCallback(RunCheckpoint(gan, tmp_path), every_n_steps=2, log_every=2)
+    saver.set_model(gan)
+    for metric in gan.metrics:
+        metric.update_state([1.0, 2.0])
+    saver.on_epoch_end(1)  # the row of step 4 is written, then its checkpoint saved
+    # Resumed with another --log-every, where step 4 falls between two rows: the row of
+    # step 6 averages steps 5 and 6, not the interval the row of step 4 averaged.
+    resumed, _ = _resume(tmp_path, log_every=3)
+    assert all(state == [0.0, 0.0] for state in _metric_states(resumed).values())
+
+
+def test_a_checkpoint_of_an_earlier_version_resumes_and_says_its_next_row_is_short(
+        tmp_path, capsys):
+    gan = _small_gan(3)
+    RunCheckpoint(gan, tmp_path / "built")  # builds the optimizers
+    earlier = tf.train.Checkpoint(gan=gan, d_optimizer=gan.d_optimizer,
+                                  g_optimizer=gan.g_optimizer)  # without the running means
+    tf.train.CheckpointManager(earlier, tmp_path, max_to_keep=3).save(checkpoint_number=3)
+    resumed, saver = _resume(tmp_path, log_every=2)
+    assert saver.checkpoint.step == 3
+    np.testing.assert_array_equal(resumed.generator.get_weights()[0],
+                                  gan.generator.get_weights()[0])
+    assert ("holds no running means of its log interval (an earlier version saved it, or "
+            "other metrics): the row of step 4 averages only the steps after 3."
+            in capsys.readouterr().err)
 
 
 class _PoisonWeightsAt(keras.callbacks.Callback):
@@ -166,12 +240,19 @@ class _PoisonWeightsAt(keras.callbacks.Callback):
                 weight.assign(keras.ops.full(weight.shape, np.nan))
 
 
+class _CountingModel(keras.Sequential):
+    """A model whose optimizer counts the steps the callbacks read."""
+
+    @property
+    def step(self):
+        return self.optimizer.iterations
+
+
 def test_weights_found_non_finite_at_a_checkpoint_stop_the_training_at_that_step(tmp_path):
-    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model = _CountingModel([keras.Input((1,)), keras.layers.Dense(1)], name="counting")
     model.compile(optimizer="sgd", loss="mse")
-    model.g_optimizer = model.optimizer  # the step counter the callbacks read
     checkpoint = _Checkpoint(model, tmp_path / "metrics.csv")
-    saver = CheckpointCallback(checkpoint, every_n_steps=3)
+    saver = CheckpointCallback(checkpoint, every_n_steps=3, log_every=4)
     # A checkpoint step (3) inside a log interval (4 steps), where `fit` cannot stop before
     # the next step unless the weights are checked at the step's end.
     model.fit(np.zeros((64, 1)), np.zeros((64, 1)), batch_size=1, steps_per_epoch=4,

@@ -1,6 +1,7 @@
 """The training command end to end: run folder, resume, refusals, NaN stop, export."""
 
 import csv
+import errno
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 
 from tests.training.concurrently import run_concurrently
@@ -117,10 +119,11 @@ def test_a_fresh_start_says_each_phase_before_its_first_progress_line(images_npz
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
     first_progress = next(index for index, line in enumerate(lines) if line.startswith("step "))
+    # The data before the GAN: they are checked before anything is written.
     phases = ["starting TensorFlow...",
-              "building the GAN (cnn, bssn c=1.2) under DefaultDistributionStrategy (1 replica)",
               f"data: extracting {archive} to {tmp_path / 'cache'}",
               f"data: 16 images in {archive} (cache: extracted to {tmp_path / 'cache'}",
+              "building the GAN (cnn, bssn c=1.2) under DefaultDistributionStrategy (1 replica)",
               "compiling the training step (first step)...",
               "compiled in "]
     indices = [next(index for index, line in enumerate(lines) if line.startswith(phase))
@@ -239,9 +242,11 @@ def test_a_run_killed_five_times_ends_bit_identical_to_an_uninterrupted_one(imag
     assert_same_checkpoints(expected, checkpoint_values(killed))
     assert not list((killed / "checkpoints").glob("*_temp*"))
     # A resume at an odd step trains to the next row first: the rows stay on even steps.
-    assert ([row["step"] for row in read_metrics(killed / "metrics.csv")]
-            == [row["step"] for row in read_metrics(straight / "metrics.csv")]
-            == list(range(2, steps + 1, 2)))
+    rows = read_metrics(straight / "metrics.csv")
+    assert [row["step"] for row in rows] == list(range(2, steps + 1, 2))
+    # And each row averages the steps of the uninterrupted run's, those before a resume
+    # too (the checkpoint keeps the interval's running means): every column, to the bit.
+    assert read_metrics(killed / "metrics.csv") == rows
 
 
 @pytest.mark.parametrize("strategy", ["default", "mirrored"])
@@ -263,9 +268,15 @@ def test_a_run_resumed_between_two_log_rows_logs_on_the_uninterrupted_runs_steps
 
     assert sorted(rows(straight)) == [2, 4, 6, 8]
     assert sorted(rows(resumed)) == [2, 3, 4, 6, 8]  # 3: where the first command stopped
-    # After the row of step 4 the intervals are the same steps, trained the same.
-    for step in (6, 8):
+    # The same steps, trained the same.
+    for step in (2, 6, 8):
         assert rows(resumed)[step] == rows(straight)[step], step
+    # The row of step 4 averages steps 3 and 4, step 3's losses from the running means saved
+    # at the stop: to the bit on one device; on two, the restored sums are split evenly
+    # across the replicas, not as each summed its share, so they agree to rounding.
+    expected, actual = ({key: float(value) for key, value in rows(run)[4].items()}
+                        for run in (straight, resumed))
+    assert actual == pytest.approx(expected, rel=0 if strategy == "default" else 1e-6, abs=0)
     assert grids(resumed) == sorted([*grids(straight), "step_0000003.png"])
     assert_same_checkpoints(checkpoint_values(straight), checkpoint_values(resumed))
 
@@ -345,7 +356,26 @@ _BAD_SETTINGS = [
     (["--export-name", "../../x"], "--export-name '../../x' is invalid"),
     (["--dataset", "mnist"], "--dataset 'mnist' is invalid"),
     (["--image-size", "30"], "--image-size 30 is invalid"),
+    # Infinite in float32: Adam would never move a weight.
+    (["--adam-epsilon", "1e308"],
+     "--adam-epsilon 1e+308 is invalid: give a finite number in (0, 3.4e+38]."),
+    # The data, checked before the run folder is made (a corrected command is not refused).
+    (["--data-dir", "{folder}"], "--dataset npz expects a .npz or .npy file; got {folder}"),
+    (["--crop-size", "10"], "--crop-size 10 is larger than the images in {data} (8x8 pixels)"),
+    (["--batch-size", "100000"], "--batch-size 100000: 100,000 images per generator step, "
+     "more than the 64 the data has; give --batch-size at most 64."),
+    (["--batch-size", "16", "--n-dis", "5"], "--batch-size 16 x --n-dis 5: 80 images per "
+     "generator step, more than the 64 the data has; give --batch-size at most 12."),
+    # Where the export goes, checked before training.
+    (["--saved-models", "{data}"], "--saved-models {data}: {data} is a file, not a folder"),
+    (["--saved-models", "{data}/models"],
+     "--saved-models {data}/models: {data} is a file, not a folder"),
 ]
+
+
+def _with_paths(text: str, images_npz: Path) -> str:
+    """A bad setting's flag or message with the data's paths in."""
+    return text.format(data=images_npz, folder=images_npz.parent)
 
 
 @pytest.fixture(scope="module")
@@ -357,6 +387,7 @@ def bad_setting_runs(images_npz, tmp_path_factory) -> dict[str, tuple]:
     def run_case(case):
         flags, message = case
         out = folder / str(_BAD_SETTINGS.index(case))
+        flags = [_with_paths(flag, images_npz) for flag in flags]
         return out, subprocess.run(
             [sys.executable, "-m", "training.train", *_args(images_npz, out, 4), *flags],
             cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -366,10 +397,11 @@ def bad_setting_runs(images_npz, tmp_path_factory) -> dict[str, tuple]:
 
 
 @pytest.mark.parametrize("message", [message for _, message in _BAD_SETTINGS])
-def test_bad_settings_are_refused_before_anything_is_written(bad_setting_runs, message):
+def test_bad_settings_are_refused_before_anything_is_written(bad_setting_runs, images_npz,
+                                                             message):
     out, result = bad_setting_runs[message]
     assert result.returncode == 2, result.stderr
-    assert f"error: {message}" in result.stderr
+    assert f"error: {_with_paths(message, images_npz)}" in result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
 
@@ -387,6 +419,66 @@ def test_a_mistyped_number_is_answered_before_tensorflow_starts(images_npz, tmp_
 
 def _checkpoint_names(out):
     return sorted(path.name for path in (out / "checkpoints").glob("ckpt-*.index"))
+
+
+def test_fewer_steps_than_a_run_has_trained_are_refused_and_change_nothing(
+        images_npz, four_step_run, tmp_path, capsys):
+    # As the README's quick `--steps 2` appended to the command of a longer run.
+    out, saved = _copy_of(four_step_run, tmp_path), tmp_path / "saved_models"
+    config = (out / "config.json").read_text()
+    code = train.main(_args(images_npz, out, 2, "--saved-models", str(saved)))
+    assert code == cli.EXIT_USER_ERROR
+    assert (f"error: {out} is already at step 4, past --steps 2. Give --steps above 4 to train "
+            "further, --out for a new run, or --export-only to export it.") in \
+        capsys.readouterr().err
+    assert (out / "config.json").read_text() == config
+    assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index"]
+    assert not saved.exists()
+    # As many steps as it has: nothing to train, and it says so (then exports).
+    assert train.main(_args(images_npz, out, 4, "--saved-models", str(saved))) == 0
+    assert "The run is at --steps 4 already: nothing to train." in capsys.readouterr().out
+    metadata = json.loads((saved / "run" / "assets" / "keras_bssn_export.json").read_text())
+    assert metadata["step"] == 4
+
+
+def test_a_damaged_config_file_is_named_with_the_fix(images_npz, four_step_run, tmp_path,
+                                                     capsys):
+    out = _copy_of(four_step_run, tmp_path)
+    (out / "config.json").write_text('{"dataset": "npz", ')  # cut short
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == cli.EXIT_USER_ERROR
+    assert train.main(["--export-only", "--out", str(out)]) == cli.EXIT_USER_ERROR
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2 and all(
+        line.startswith(f"error: {out / 'config.json'} is damaged (") and
+        "Delete it to resume the run's checkpoints with the command's settings" in line
+        for line in errors), errors
+    (out / "config.json").unlink()  # the fix it names
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    assert "from step 4" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("full_disk", [
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    # What TensorFlow's own file writes raise (a checkpoint's) when the disk is full.
+    tf.errors.ResourceExhaustedError(None, None, f"{os.strerror(errno.ENOSPC)}; ckpt-6_temp"),
+], ids=["python", "tensorflow"])
+def test_a_full_disk_ends_the_run_with_the_last_good_checkpoint(images_npz, four_step_run,
+                                                                tmp_path, capsys, monkeypatch,
+                                                                full_disk):
+    out = _copy_of(four_step_run, tmp_path)
+
+    def save_on_a_full_disk(*args, **kwargs):
+        raise full_disk
+
+    monkeypatch.setattr(tf.train.CheckpointManager, "save", save_on_a_full_disk)
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == cli.EXIT_USER_ERROR
+    error = capsys.readouterr().err
+    assert f"error: the disk of {out} is full (" in error and "Traceback" not in error
+    assert (f"The last good checkpoint is {out / 'checkpoints' / 'ckpt-4'}; free some space "
+            "and run the same command to resume.") in error
+    monkeypatch.undo()  # space freed
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
 
 
 def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, four_step_run,

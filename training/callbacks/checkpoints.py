@@ -1,4 +1,5 @@
-"""Checkpoints of a whole GAN run: both networks, both optimizers, the step, the EMA weights.
+"""Checkpoints of a whole GAN run: both networks, both optimizers, the step, the EMA weights,
+and the running means of the log interval the step falls in.
 
 `tf.train.CheckpointManager` writes each checkpoint under a temporary name and updates its
 state file (`checkpoint`) last, atomically, so a run killed mid-save resumes from the previous
@@ -8,6 +9,8 @@ newest checkpoint that no longer reads, falls back to the newest checkpoint that
 the folder instead of silently starting over (which would overwrite the checkpoints).
 The training RNG needs no state of its own: latents are a function of (seed, step), and the
 data stream is rebuilt from the seed and skipped to the step (`make_train_dataset(start_batch=)`).
+The running means let a run resumed between two log rows write the next row over the same
+steps as an uninterrupted run's, not only over the steps since the resume.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ class CheckpointError(UserError, RuntimeError):
 
 
 _CHECKPOINT_INDEX = re.compile(r"ckpt-(\d+)\.index")
+_STEP_KEY = "gan/step/.ATTRIBUTES/VARIABLE_VALUE"
 
 
 class RunCheckpoint:
@@ -46,8 +50,12 @@ class RunCheckpoint:
         # Optimizer slots are created lazily; build them so a restore fills real variables.
         gan.d_optimizer.build(gan.discriminator.trainable_variables)
         gan.g_optimizer.build(gan.generator.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(gan=gan, d_optimizer=gan.d_optimizer,
-                                              g_optimizer=gan.g_optimizer)
+        training_state = dict(gan=gan, d_optimizer=gan.d_optimizer, g_optimizer=gan.g_optimizer)
+        # What a restore requires: the checkpoints of earlier versions have no running means.
+        self._training_state = tf.train.Checkpoint(**training_state)
+        self.checkpoint = tf.train.Checkpoint(
+            **training_state, log_interval={metric.name: list(metric.variables)
+                                            for metric in gan.metrics})
         # Created now, not by the first restore: under MultiWorkerMirroredStrategy creating a
         # variable is a collective, and a worker with nothing to restore would skip it.
         _ = self.checkpoint.save_counter
@@ -59,6 +67,8 @@ class RunCheckpoint:
         # a cluster decides from it alike when to save (a save runs collectives on all).
         self.saved_step: int | None = None
         self.saved_path: str | None = None
+        # The metrics' state read from the restored checkpoint, until `continue_log_interval`.
+        self._log_interval: dict[str, list[np.ndarray]] | None = None
 
     def _manager(self) -> tf.train.CheckpointManager:
         return tf.train.CheckpointManager(self.checkpoint, self.directory,
@@ -102,12 +112,13 @@ class RunCheckpoint:
         for number in numbers:
             path = os.path.join(directory, f"ckpt-{number}")
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._read_training_state(path)
             except Exception as error:  # a truncated or corrupt file raises many kinds
                 skipped.append(f"{os.path.basename(path)} ({type(error).__name__}: "
                                f"{str(error).splitlines()[0][:200] if str(error) else ''})")
                 continue
             self.saved_step, self.saved_path = number, path
+            self._log_interval = self._read_log_interval(path)
             if from_directory is not None:
                 return self.step
             if skipped or newest_listed != path:
@@ -122,6 +133,50 @@ class RunCheckpoint:
             f"none of the checkpoints in {directory} restores: {'; '.join(skipped)}. "
             "Move the folder aside and start a new run (or give another --out); the files "
             "were left as they are.")
+
+    def _read_training_state(self, path: str) -> None:
+        """Restores the GAN and its optimizers from the checkpoint at `path`. One saved
+        before the GAN counted its steps gets the step from the generator's optimizer, which
+        counted them then."""
+        # `read`, not `restore`: it creates no save counter, a collective under
+        # MultiWorkerMirroredStrategy that a worker without checkpoints would skip.
+        status = self._training_state.read(path)
+        if tf.train.load_checkpoint(path).has_tensor(_STEP_KEY):
+            # Partial: the save counter and the running means are not read here.
+            status.expect_partial().assert_existing_objects_matched()
+            return
+        status.expect_partial()  # all but the step, which it lacks
+        self.gan.step.assign(self.gan.g_optimizer.iterations)
+
+    def _read_log_interval(self, path: str) -> dict[str, list[np.ndarray]] | None:
+        """The state of the GAN's metrics saved in the checkpoint at `path`, by metric; None
+        when it has none (saved by an earlier version) or lacks a metric (another loss)."""
+        # Read from the file, not into the metrics: `fit` resets them before the first step.
+        reader = tf.train.load_checkpoint(path)
+        saved = reader.get_variable_to_shape_map()
+        keys = {metric.name: [f"log_interval/{metric.name}/{index}/.ATTRIBUTES/VARIABLE_VALUE"
+                              for index in range(len(metric.variables))]
+                for metric in self.gan.metrics}
+        if not all(key in saved for metric_keys in keys.values() for key in metric_keys):
+            return None
+        return {name: [reader.get_tensor(key) for key in metric_keys]
+                for name, metric_keys in keys.items()}
+
+    def continue_log_interval(self) -> bool:
+        """Puts the metrics' state of the restored checkpoint back into the GAN's metrics,
+        once (call it when `fit` has reset them for the epoch that continues the restored
+        step's log interval).
+
+        Returns:
+            Whether the checkpoint had that state (one saved by an earlier version has not).
+        """
+        saved, self._log_interval = self._log_interval, None
+        if saved is None:
+            return False
+        for metric in self.gan.metrics:
+            for variable, value in zip(metric.variables, saved[metric.name]):
+                variable.assign(value)
+        return True
 
     def _rewrite_state(self, numbers: list[int], restored: int) -> None:
         """Points the state file at the restored checkpoint (and the older ones), so the
@@ -148,6 +203,8 @@ class CheckpointCallback(keras.callbacks.Callback):
     Args:
         checkpoint: the run's `RunCheckpoint`.
         every_n_steps: the checkpoint interval (at most this many steps are lost in a crash).
+        log_every: the log interval (`fit`'s epoch): an epoch that starts between two log
+            rows continues a resumed run's interval, with the running means restored.
         is_healthy: called before each save; a False answer (e.g. after a NaN loss) skips
             the save so the last good checkpoint stays the latest.
 
@@ -160,11 +217,12 @@ class CheckpointCallback(keras.callbacks.Callback):
     written, and the resumed run, starting after it, would never write it.
     """
 
-    def __init__(self, checkpoint: RunCheckpoint, every_n_steps: int,
+    def __init__(self, checkpoint: RunCheckpoint, every_n_steps: int, log_every: int,
                  is_healthy=lambda: True):
         super().__init__()
         self.checkpoint = checkpoint
         self.every_n_steps = every_n_steps
+        self.log_every = log_every
         self.is_healthy = is_healthy
         self.nonfinite_weights_step: int | None = None
 
@@ -189,6 +247,17 @@ class CheckpointCallback(keras.callbacks.Callback):
         step = self.checkpoint.step
         return bool(step) and step % self.every_n_steps == 0  # step 0 is the initialization
 
+    def on_epoch_begin(self, epoch, logs=None):
+        # `fit` has just reset the metrics; the row that ends this epoch must average the
+        # steps of an uninterrupted run's row, those before the resume included.
+        step = self.checkpoint.step
+        if step % self.log_every and not self.checkpoint.continue_log_interval():
+            next_row = step + -step % self.log_every
+            print(f"note: {self.checkpoint.saved_path} holds no running means of its log "
+                  "interval (an earlier version saved it, or other metrics): the row of step "
+                  f"{next_row} averages only the steps after {step}.", file=sys.stderr,
+                  flush=True)
+
     def on_train_batch_end(self, batch, logs=None):
         # `fit` reads stop_training only after a batch's end: weights found non-finite at the
         # next step's start (the save) would train one more step.
@@ -200,6 +269,10 @@ class CheckpointCallback(keras.callbacks.Callback):
             self._save_if_new()
 
     def on_epoch_end(self, epoch, logs=None):
+        if not self.checkpoint.step % self.log_every:
+            # The interval's row is written: saves from here on hold an empty interval, as a
+            # resume here starts one (under a --log-every changed on resume too).
+            self.model.reset_metrics()
         if self._is_due():
             self._save_if_new()
 

@@ -31,7 +31,7 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     Every `every_n_steps` generator steps (and once when training starts, at the step it
     starts from) the callback measures, for the GAN passed to `fit` (a `training.GAN`, or any
-    model with `generator`, `discriminator`, `latent_dim`, `loss_name` and `g_optimizer`):
+    model with `generator`, `discriminator`, `latent_dim`, `loss_name` and `step`):
 
     - `diag/weight_grad/<layer>`: the norm of the gradient of D's loss (the GAN's loss, averaged
       over `num_images` real and as many generated images; no gradient penalty) with respect

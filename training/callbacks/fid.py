@@ -59,7 +59,7 @@ class FIDCallback(keras.callbacks.Callback):
         every_n_epochs: evaluate at the end of every N-th epoch (default 1, unless
             `every_n_steps` is given).
         every_n_steps: evaluate after every N-th training batch, counted across epochs (for
-            a GAN with a `g_optimizer`: every N-th generator step, resumes included).
+            a GAN with a `step` counter: every N-th generator step, resumes included).
         num_samples: generated images for FID and KID.
         num_real: real images for the statistics.
         num_is_samples: generated images for the Inception Score (default `num_samples`).
@@ -182,7 +182,7 @@ class FIDCallback(keras.callbacks.Callback):
 
     def _counts_generator_steps(self) -> bool:
         # A GAN's own step counter survives a resume; batches seen by this process do not.
-        return getattr(self.model, "g_optimizer", None) is not None
+        return getattr(self.model, "step", None) is not None
 
     def on_train_begin(self, logs: dict | None = None) -> None:
         if self._counts_generator_steps():

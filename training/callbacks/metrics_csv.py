@@ -23,7 +23,8 @@ class MetricsCSVLogger(keras.callbacks.Callback):
     `--force`, a metric added later) rewrites the file with the union of the columns, so no
     row ever sits under the wrong header. Rows are flushed as they are written.
     `write_partial_row` saves the running means of an interval cut short (Ctrl-C), so no
-    step's losses are lost from the file.
+    step's losses are lost from the file; the checkpoint keeps them too, so that the row that
+    ends the interval after a resume averages all of its steps (`CheckpointCallback`).
 
     Args:
         path: the CSV file; created, or appended to.

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from training.data.preprocessing import Source, to_square
+from training.data.preprocessing import Source, check_crop_size, to_square
 from training.errors import DataError, DataPathError
 
 # Keys tried after x_<split>, in this order.
@@ -31,6 +31,7 @@ def array_source(
     """
     array = _read_array(path, split)
     images = _as_uint8(_with_three_channels(array, path), path)
+    check_crop_size(crop_size, *images.shape[1:3], images=f"the images in {path}")
     size = image_size or crop_size or min(images.shape[1:3])
     dataset = tf.data.Dataset.from_tensor_slices(images)
     return Source(

@@ -28,7 +28,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from training.data.archives import extract_once, is_archive
-from training.data.preprocessing import Source, decode_image, to_square
+from training.data.preprocessing import Source, check_crop_size, decode_image, to_square
 from training.errors import DataError, DataPathError
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -57,6 +57,8 @@ def folder_source(
     # Named as inside the folder or archive: an archive's cache folder means nothing to users.
     names = [Path(path).relative_to(top).as_posix() for path in paths]
     height, width = _first_readable_shape(paths, names, data_dir)
+    # The first image stands for the rest; one smaller still fails where it is decoded.
+    check_crop_size(crop_size, height, width, images=f"the first image in {data_dir}")
     images = _decode_files(paths, names, data_dir, skipped_log)
     size = image_size or crop_size
     if size is None:

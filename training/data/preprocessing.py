@@ -6,6 +6,8 @@ import dataclasses
 
 import tensorflow as tf
 
+from training.errors import DataError
+
 
 @dataclasses.dataclass(frozen=True)
 class Source:
@@ -43,6 +45,26 @@ def decode_image(contents: tf.Tensor) -> tf.Tensor:
 
     image = tf.cond(tf.io.is_jpeg(contents), decode_jpeg, decode_other)
     return tf.ensure_shape(image, (None, None, 3))
+
+
+def check_crop_size(crop_size: int | None, height: int | None, width: int | None,
+                    images: str) -> None:
+    """Refuses, before any image is read, a crop larger than images of this size.
+
+    Args:
+        crop_size: the side asked for; None crops the largest square, which always fits.
+        height, width: the images' size; None where unknown (not checked).
+        images: which images, for the message (e.g. "the images in data/x.npz").
+
+    Raises:
+        DataError: the crop does not fit.
+    """
+    sides = [side for side in (height, width) if side is not None]
+    if crop_size is not None and sides and crop_size > min(sides):
+        size = "x".join("?" if side is None else str(side) for side in (height, width))
+        raise DataError(f"--crop-size {crop_size} is larger than {images} ({size} pixels); "
+                        f"give at most {min(sides)}, or no --crop-size to cut the largest "
+                        "centred square.")
 
 
 def to_square(

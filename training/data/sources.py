@@ -49,7 +49,7 @@ def report_source(
     dataset: str, data_dir: str | None, split: str = "train", image_size: int | None = None,
     crop_size: int | None = None, antialias: bool = True,
     say: Callable[[str], None] = print,
-) -> None:
+) -> int | None:
     """Finds the images these arguments name and says what was found, for a person waiting
     on a command's start: how many images, and whether an archive was extracted into the
     cache or reused. An extraction (the longest wait of a start, about a minute for
@@ -59,6 +59,9 @@ def report_source(
         dataset, data_dir, split, image_size, crop_size, antialias: as for `load_images`.
         say: prints one line, e.g. `data: 50,000 images in cifar10.tar.gz (cache: reusing
             ...)`.
+
+    Returns:
+        The number of images (None when the source does not say).
     """
     cache = ""
     path = Path(data_dir).expanduser() if data_dir else None
@@ -73,6 +76,7 @@ def report_source(
     count = "images" if source.num_images is None else f"{source.num_images:,} images"
     where = f"TFDS {dataset}" if dataset in TFDS_SPECS else data_dir
     say(f"data: {count} in {where}{cache}")
+    return source.num_images
 
 
 def source_key(

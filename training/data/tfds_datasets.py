@@ -7,7 +7,7 @@ import dataclasses
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from training.data.preprocessing import Source, decode_image, to_square
+from training.data.preprocessing import Source, check_crop_size, decode_image, to_square
 from training.errors import DataUnavailableError
 
 
@@ -85,6 +85,7 @@ def tfds_source(
     num_images = int(examples.cardinality())
     size = image_size or spec.image_size
     native_height, native_width, _ = builder.info.features["image"].shape
+    check_crop_size(crop_size, native_height, native_width, images=f"the images of {name}")
     already_sized = crop_size is None and native_height == native_width == size
     images = examples.map(
         lambda example: decode_image(example["image"]), num_parallel_calls=tf.data.AUTOTUNE

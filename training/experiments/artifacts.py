@@ -30,7 +30,8 @@ import numpy as np
 from training.building import gan_at_step
 from training.callbacks.diversity import mean_pairwise_distance
 from training.callbacks.samples import grid_latents, to_uint8
-from training.errors import DataError
+from training.callbacks.checkpoints import checkpoint_steps
+from training.errors import DataError, RunFolderError, UsageError
 from training.experiments import reporting
 from training.images import save_grid_png
 from training.runs import saved_config
@@ -87,6 +88,27 @@ def _fine_detail(images: np.ndarray) -> np.ndarray:
     blurred = sum(padded[:, row:row + height, column:column + width]
                   for row in range(3) for column in range(3)) / 9.0
     return images - blurred
+
+
+def check_settings(run_dir: pathlib.Path, steps: Sequence[int], lattice_period: int) -> None:
+    """Checks, before anything is loaded, that `run_dir` holds a run with a checkpoint of
+    each of `steps` (0 needs none) and that `lattice_period` fits its images.
+
+    Raises:
+        RunFolderError: no run, or a checkpoint is missing.
+        UsageError: the period does not divide the images' side.
+    """
+    image_size = saved_config(run_dir).image_size
+    kept = checkpoint_steps(run_dir / "checkpoints")
+    missing = [str(step) for step in steps if step and step not in kept]
+    if missing:
+        raise RunFolderError(f"{run_dir} has no checkpoint of step {', '.join(missing)}; it "
+                             f"keeps steps {sorted(kept) or 'none'}. Give those (or 0).")
+    if lattice_period < 2 or image_size % lattice_period:
+        raise UsageError(f"--lattice-period {lattice_period} does not fit the run's "
+                         f"{image_size}x{image_size} images: give a period from 2 to "
+                         f"{image_size} that divides {image_size} (8 for three stride-2 "
+                         "upsamplings).")
 
 
 def run(out: pathlib.Path, run_dir: pathlib.Path, steps: Sequence[int],

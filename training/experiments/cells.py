@@ -14,6 +14,11 @@ from typing import Any
 from training.presets import ConfigError, TrainConfig, preset, semantics
 
 DEFAULT_CELLS = ("bssn:1.2:official", "sn:1:official", "bssn:1.2:keras", "sn:1:keras")
+_STUDY_INTERVALS = {"sample_every": 500, "checkpoint_every": 250, "fid_every": 0}
+# What the study sets for every run (norm and scale in a cell's head, the rest by its flags):
+# no cell overrides them.
+STUDY_SETTINGS = ("dataset", "data_dir", "norm", "scale", "seed", "steps", "log_every",
+                  "batch_size", "jit_compile", *_STUDY_INTERVALS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +47,10 @@ class Cell:
             if name not in fields or not value:
                 raise ConfigError(f"{extra!r} in cell {spec!r} is not SETTING=VALUE with a "
                                   "setting of TrainConfig.")
+            if name in STUDY_SETTINGS:
+                raise ConfigError(f"{extra!r} in cell {spec!r}: the study sets {name} for "
+                                  "every run (norm and scale in the cell's NORM:SCALE, the "
+                                  "rest with its flags); drop it from the cell.")
             overrides.append((name, TrainConfig.parse_setting(name, value)))
         try:
             scale_value = float(scale)
@@ -56,14 +65,15 @@ class Cell:
         return f"{self.norm}:{self.scale:g}:{self.semantics}{extras}"
 
     def config(self, seed: int, steps: int, log_every: int, dataset: str,
-               data_dir: str | None) -> TrainConfig:
+               data_dir: str | None, batch_size: int = 64,
+               jit_compile: bool = False) -> TrainConfig:
         """The run of this cell for one seed."""
-        base = preset("cifar10-cnn-bssn")
+        # The semantics of the architecture a cell may override.
+        base = preset("cifar10-cnn-bssn", self.semantics, **dict(self.overrides))
         return dataclasses.replace(
-            base, **{**semantics(self.semantics, base.arch), **dict(self.overrides)},
-            dataset=dataset, data_dir=data_dir, norm=self.norm, scale=self.scale, seed=seed,
-            steps=steps, log_every=log_every, sample_every=500, checkpoint_every=250,
-            fid_every=0)
+            base, dataset=dataset, data_dir=data_dir, norm=self.norm, scale=self.scale, seed=seed,
+            steps=steps, log_every=log_every, batch_size=batch_size, jit_compile=jit_compile,
+            **_STUDY_INTERVALS)
 
     def folder(self, root: pathlib.Path, seed: int) -> pathlib.Path:
         """The run folder of this cell for one seed under the study's folder `root`."""

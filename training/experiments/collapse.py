@@ -19,7 +19,6 @@ seeds), skips finished ones, and writes `collapse.csv` (a row per run), `collaps
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +29,8 @@ from training.callbacks.diversity import (DIVERSITY_PATIENCE, DIVERSITY_THRESHOL
 from training.callbacks.metrics_csv import read_metrics
 from training.experiments import reporting
 from training.experiments.cells import Cell
-from training.experiments.training_runs import train_to_end
+from training.experiments.training_runs import check_study_runs, train_to_end
+from training.presets import TrainConfig
 from training.runs import finished_status
 
 if TYPE_CHECKING:
@@ -53,26 +53,38 @@ def run(out: pathlib.Path, cell_specs: Sequence[str], seeds: Sequence[int], step
     faster on some CPUs and slower on others (`benchmarks/README.md`). Off by default, as in
     the training command, so that the study measures what the main command runs.
 
-    Every cell's settings are checked before the first run starts (`ConfigError`). Ctrl-C
-    propagates; calling again resumes.
+    A cell or seed given twice is one run. Every run's settings are checked before the first
+    run starts (`ConfigError`), and so are the runs an earlier call left in `out`
+    (`RunFolderError` where one was trained with other settings). Ctrl-C propagates; calling
+    again resumes.
     """
-    cells = [Cell.parse(spec) for spec in cell_specs]
-    for cell in cells:  # a mistake in the last cell must not wait for the first cells' runs
-        cell.config(seeds[0], steps, log_every, dataset, data_dir).validate()
-    # Seed by seed: an unfinished study has compared every cell on its first seeds.
-    runs = [(cell, seed) for seed in seeds for cell in cells]
-    for index, (cell, seed) in enumerate(runs, 1):
+    planned = planned_runs(cell_specs, seeds, steps, log_every, dataset, data_dir, batch_size,
+                           jit_compile)
+    check_study_runs((config, cell.folder(out, seed)) for cell, seed, config in planned)
+    cells = list(dict.fromkeys(cell for cell, _, _ in planned))
+    seeds = list(dict.fromkeys(seed for _, seed, _ in planned))
+    for index, (cell, seed, config) in enumerate(planned, 1):
         folder = cell.folder(out, seed)
-        progress = f"collapse [{index}/{len(runs)}]: {cell.name} seed {seed}"
+        progress = f"collapse [{index}/{len(planned)}]: {cell.name} seed {seed}"
         if finished_status(folder, steps) != "incomplete":
             print(f"{progress} already done, skipped.")
             continue
         print(f"{progress}: training {folder}", flush=True)
-        config = cell.config(seed, steps, log_every, dataset, data_dir)
-        train_to_end(dataclasses.replace(config, batch_size=batch_size,
-                                         jit_compile=jit_compile), folder)
+        train_to_end(config, folder)
         _write_study(out, cells, seeds, steps, batch_size)
     return _write_study(out, cells, seeds, steps, batch_size)
+
+
+def planned_runs(cell_specs: Sequence[str], seeds: Sequence[int], steps: int, log_every: int,
+                 dataset: str, data_dir: str | None, batch_size: int,
+                 jit_compile: bool = False) -> list[tuple[Cell, int, TrainConfig]]:
+    """The study's runs, each (cell, seed) once, with the configuration each trains with (the
+    arguments as for `run`); seed by seed, so that an unfinished study has compared every
+    cell on its first seeds."""
+    cells = dict.fromkeys(Cell.parse(spec) for spec in cell_specs)
+    return [(cell, seed, cell.config(seed, steps, log_every, dataset, data_dir, batch_size,
+                                     jit_compile))
+            for seed in dict.fromkeys(seeds) for cell in cells]
 
 
 def _write_study(out: pathlib.Path, cells: Sequence[Cell], seeds: Sequence[int], steps: int,

@@ -53,16 +53,21 @@ def gradient_rows(setup: TrainingSetup, norms: Sequence[str], scale: float,
                   warm_up: int) -> list[dict[str, Any]]:
     """One row per (norm, seed, step, layer): the norm of D's weight gradient."""
     rows = []
-    for norm in norms:
-        for seed in seeds:
-            config = setup.config(norm, scale_of(norm, scale), seed)
-            print(f"gradients: {norm} (c = {config.scale:g}), seed {seed}", flush=True)
-            for entry in diagnostics_history(config, num_images, warm_up):
-                rows.extend({"norm": norm, "scale": config.scale, "seed": seed,
-                             "step": entry["step"], "layer": key[len(_GRADIENT_PREFIX):],
-                             "grad_norm": value}
-                            for key, value in entry.items() if key.startswith(_GRADIENT_PREFIX))
+    for config in run_configs(setup, norms, scale, seeds):
+        print(f"gradients: {config.norm} (c = {config.scale:g}), seed {config.seed}", flush=True)
+        for entry in diagnostics_history(config, num_images, warm_up):
+            rows.extend({"norm": config.norm, "scale": config.scale, "seed": config.seed,
+                         "step": entry["step"], "layer": key[len(_GRADIENT_PREFIX):],
+                         "grad_norm": value}
+                        for key, value in entry.items() if key.startswith(_GRADIENT_PREFIX))
     return rows
+
+
+def run_configs(setup: TrainingSetup, norms: Sequence[str], scale: float,
+                seeds: Sequence[int]) -> list[TrainConfig]:
+    """The configuration of each (normalization, seed) measured, each once."""
+    return [setup.config(norm, scale_of(norm, scale), seed)
+            for norm in dict.fromkeys(norms) for seed in dict.fromkeys(seeds)]
 
 
 def diagnostics_history(config: TrainConfig, num_images: int,

@@ -25,8 +25,9 @@ import numpy as np
 
 from training.experiments import reporting
 from training.experiments.normalizations import label
-from training.experiments.training_runs import TrainingSetup, train_to_end
+from training.experiments.training_runs import TrainingSetup, check_study_runs, train_to_end
 from training.inception import INCEPTION_GRAPH_ENV
+from training.presets import TrainConfig
 from training.protocol import INCEPTION_2015_NAME
 from training.runs import finished_status
 
@@ -61,51 +62,75 @@ def run(out: pathlib.Path, setup: TrainingSetup, *, norms: Sequence[str],
     of images resized to `pixel_size`), or what `TrainConfig.extractor` takes.
     Ctrl-C propagates; calling again resumes.
     """
-    extractor, extractor_label = _kid_extractor(extractor, pixel_size, out)
-    runs = sweep_runs(out, norms, scales, seeds)
-    for index, sweep_run in enumerate(runs, 1):
+    planned = planned_runs(out, setup, norms=norms, scales=scales, seeds=seeds,
+                           eval_every=eval_every, kid_samples=kid_samples, kid_real=kid_real,
+                           extractor=extractor, pixel_size=pixel_size)
+    check_study_runs((config, sweep_run.folder) for sweep_run, config in planned)
+    extractor_path, extractor_label = _kid_extractor(extractor, pixel_size, out)
+    if _kid_choice(extractor) == "pixels":
+        _save_pixel_extractor(pathlib.Path(extractor_path), pixel_size)
+    runs = [sweep_run for sweep_run, _ in planned]
+    for index, (sweep_run, config) in enumerate(planned, 1):
         if sweep_run.status(setup.steps) != "incomplete":
             print(f"sweep [{index}/{len(runs)}]: {sweep_run.folder.name} already done, skipped.")
             continue
         print(f"sweep [{index}/{len(runs)}]: training {sweep_run.folder}", flush=True)
-        config = setup.config(sweep_run.norm, sweep_run.scale, sweep_run.seed,
-                              log_every=eval_every, sample_every=eval_every,
-                              checkpoint_every=eval_every, fid_every=eval_every,
-                              fid_samples=kid_samples, fid_real_samples=kid_real,
-                              is_samples=kid_samples, extractor=extractor)
         train_to_end(config, sweep_run.folder)
         _write_sweep(out, setup, seeds, runs, extractor_label)  # readable while it runs
     return _write_sweep(out, setup, seeds, runs, extractor_label)
 
 
+def planned_runs(out: pathlib.Path, setup: TrainingSetup, *, norms: Sequence[str],
+                 scales: Sequence[float], seeds: Sequence[int], eval_every: int,
+                 kid_samples: int, kid_real: int, extractor: str,
+                 pixel_size: int) -> list[tuple[SweepRun, TrainConfig]]:
+    """The grid's runs (`sweep_runs`), each with the configuration it trains with (the
+    arguments as for `run`)."""
+    extractor = _kid_extractor(extractor, pixel_size, out)[0]
+    return [(sweep_run, setup.config(sweep_run.norm, sweep_run.scale, sweep_run.seed,
+                                     log_every=eval_every, sample_every=eval_every,
+                                     checkpoint_every=eval_every, fid_every=eval_every,
+                                     fid_samples=kid_samples, fid_real_samples=kid_real,
+                                     is_samples=kid_samples, extractor=extractor))
+            for sweep_run in sweep_runs(out, norms, scales, seeds)]
+
+
 def sweep_runs(out: pathlib.Path, norms: Sequence[str], scales: Sequence[float],
                seeds: Sequence[int]) -> list[SweepRun]:
-    """The grid: every normalization x scale x seed ("none" only at c = 1)."""
+    """The grid: every normalization x scale x seed ("none" only at c = 1), each once."""
     runs = []
-    for norm in norms:
+    for norm in dict.fromkeys(norms):
         for scale in sorted({1.0 if norm == "none" else scale for scale in scales}):
-            for seed in seeds:
+            for seed in dict.fromkeys(seeds):
                 folder = out / "runs" / f"{norm}-c{scale:g}-s{seed}"
                 runs.append(SweepRun(norm, scale, seed, folder))
     return runs
 
 
 def _kid_extractor(choice: str, pixel_size: int, out: pathlib.Path) -> tuple[str, str]:
-    """(extractor for TrainConfig, label for outputs)."""
-    if choice == "auto":
-        choice = INCEPTION_2015_NAME if os.environ.get(INCEPTION_GRAPH_ENV) else "pixels"
+    """(extractor for TrainConfig, label for outputs); "pixels" is the model
+    `_save_pixel_extractor` writes."""
+    choice = _kid_choice(choice)
     if choice != "pixels":
         return choice, choice
-    return (str(_pixel_extractor(out, pixel_size)),
+    return (str(out / f"pixels{pixel_size}.keras"),
             f"pixels {pixel_size}x{pixel_size}, not comparable with published KID")
 
 
-def _pixel_extractor(folder: pathlib.Path, size: int) -> pathlib.Path:
-    """A `.keras` model whose features are the pixels of images resized to size x size.
+def _kid_choice(choice: str) -> str:
+    """The extractor "auto" stands for: the Inception graph when it is here, else pixels."""
+    if choice == "auto":
+        return INCEPTION_2015_NAME if os.environ.get(INCEPTION_GRAPH_ENV) else "pixels"
+    return choice
+
+
+def _save_pixel_extractor(path: pathlib.Path, size: int) -> None:
+    """Writes to `path` a `.keras` model whose features are the pixels of images resized to
+    size x size.
 
     Written once: its digest names the cached real statistics, so it must not change.
     """
-    path = folder / f"pixels{size}.keras"
+    folder = path.parent
     if not path.exists():
         images = keras.Input((size, size, 3))
         model = keras.Model(images, keras.layers.Flatten()(images), name=f"pixels{size}")
@@ -113,7 +138,6 @@ def _pixel_extractor(folder: pathlib.Path, size: int) -> pathlib.Path:
         folder.mkdir(parents=True, exist_ok=True)
         model.save(partial)
         os.replace(partial, path)
-    return path
 
 
 def _run_rows(sweep_run: SweepRun, steps: int, extractor_label: str) -> list[dict]:
