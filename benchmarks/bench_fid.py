@@ -26,6 +26,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402  (sets the backend before Keras is imported)
+from benchmarks import timing  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy.linalg  # noqa: E402
@@ -62,7 +63,7 @@ def benchmark_extraction(extractor: FeatureExtractor, args: argparse.Namespace) 
         {"extract": lambda: extractor(images)}, args.extract_rounds, warmup=1, seed=args.seed
     )
     for clock, by_variant in samples.items():
-        seconds = common.Summary.of(by_variant["extract"])
+        seconds = timing.Summary.of(by_variant["extract"])
         print(f"  {clock:>4}: {args.images / seconds.median:8.1f} images/s "
               f"({1000 * seconds.median / args.images:.1f} ms/image; per-round "
               f"{args.images / seconds.q3:.1f}-{args.images / seconds.q1:.1f} images/s)")
@@ -77,12 +78,12 @@ def benchmark_frechet(args: argparse.Namespace) -> None:
         {"eigen": lambda: frechet_distance(*statistics),
          "sqrtm": lambda: ttur_frechet_distance(*statistics)},
         args.fid_rounds, warmup=0, seed=args.seed,
-        progress=common.print_progress(args.fid_rounds),
+        progress=timing.print_progress(args.fid_rounds),
     )
     for clock, by_variant in samples.items():
         print(f"\n  {clock} clock:")
-        print(common.format_table(by_variant, "sqrtm", LABELS))
-        ratio = common.Summary.of(common.paired_ratios(by_variant["sqrtm"], by_variant["eigen"]))
+        print(timing.format_table(by_variant, "sqrtm", LABELS))
+        ratio = timing.Summary.of(timing.paired_ratios(by_variant["sqrtm"], by_variant["eigen"]))
         print(f"  ours is {ratio.median:.1f}x faster (per-round {ratio.q1:.1f}x-{ratio.q3:.1f}x)")
 
 

@@ -28,6 +28,7 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` importable
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402  (sets the backend before Keras is imported)
+from benchmarks import timing  # noqa: E402
 from benchmarks import op_profile  # noqa: E402
 
 import keras  # noqa: E402
@@ -53,7 +54,7 @@ def gradient_step(model: keras.Model, images: tf.Tensor, jit: bool) -> Callable[
     return lambda: step(images)
 
 
-def target_verdict(overhead: common.Summary) -> str:
+def target_verdict(overhead: timing.Summary) -> str:
     """Whether the overhead's median is below the target, given its confidence interval."""
     if overhead.ci_high < OVERHEAD_TARGET_PERCENT:
         return "met"
@@ -62,11 +63,11 @@ def target_verdict(overhead: common.Summary) -> str:
     return "inconclusive (the CI contains the target: more --rounds or a quieter machine)"
 
 
-def print_target(samples: dict[str, common.Samples]) -> None:
+def print_target(samples: dict[str, timing.Samples]) -> None:
     print(f"\nBSSN overhead target: < {OVERHEAD_TARGET_PERCENT:.0f}% of the unnormalized step")
     for clock, by_variant in samples.items():
-        overhead = common.overhead_percent(by_variant, "bssn", "none")
-        print(f"{clock:>4}: {overhead.median:+.1f}% ({common.format_ci(overhead, '%')}): "
+        overhead = timing.overhead_percent(by_variant, "bssn", "none")
+        print(f"{clock:>4}: {overhead.median:+.1f}% ({timing.format_ci(overhead, '%')}): "
               f"{target_verdict(overhead)}")
 
 
@@ -98,7 +99,7 @@ def normalization_only_step(model: keras.Model, jit: bool, seed: int) -> Callabl
     return step
 
 
-def print_breakdown(models: dict[str, keras.Model], full: dict[str, common.Samples],
+def print_breakdown(models: dict[str, keras.Model], full: dict[str, timing.Samples],
                     args: argparse.Namespace) -> None:
     """Times the normalization alone and states it in % of the full unnormalized step."""
     steps = {name: normalization_only_step(model, args.jit, args.seed)
@@ -110,30 +111,14 @@ def print_breakdown(models: dict[str, keras.Model], full: dict[str, common.Sampl
     for clock, by_variant in samples.items():
         print(f"\n== {clock}: normalization-only step, and its extra cost over 'none' in % of "
               "the full unnormalized step")
-        print(common.format_table(by_variant, "none", NORM_LABELS))
-        full_step = common.Summary.of(full[clock]["none"]).median
+        print(timing.format_table(by_variant, "none", NORM_LABELS))
+        full_step = timing.Summary.of(full[clock]["none"]).median
         for name in list(by_variant)[1:]:
-            extra = common.Summary.of([value - base for value, base in
+            extra = timing.Summary.of([value - base for value, base in
                                        zip(by_variant[name], by_variant["none"])])
             print(f"{NORM_LABELS[name]}: {1000 * extra.median:+.2f} ms per step (95% CI "
                   f"{1000 * extra.ci_low:+.2f} to {1000 * extra.ci_high:+.2f}) = "
                   f"{100 * extra.median / full_step:.1f}% of the {1000 * full_step:.0f} ms step")
-
-
-def _is_normalization_op(op: op_profile.OpTime, wrapper_names: set[str]) -> bool:
-    """Whether a profiled op belongs to a wrapper's normalization, not to the wrapped layer."""
-    # A wrapper is named after its layer, so its ops sit in ".../conv7_1/..." and the wrapped
-    # layer's own ops (conv, bias) one scope deeper, in ".../conv7_1/conv7_1/..."; gradients
-    # mirror this under "gradient_tape/". A kernel read by several paths (W / sigma and each
-    # view's sigma) gets its gradient summed by top-level AddN ops, which only normalization
-    # adds to this network.
-    scopes = op.name.removeprefix("gradient_tape/").split("/")
-    if len(scopes) == 1:
-        return op.type == "AddN" and bool(wrapper_names)
-    for index, scope in enumerate(scopes[:-1]):
-        if re.sub(r"_\d+$", "", scope) in wrapper_names:
-            return scopes[index + 1] != scope
-    return False
 
 
 def print_op_profile(name: str, model: keras.Model, step: Callable[[], list],
@@ -141,7 +126,7 @@ def print_op_profile(name: str, model: keras.Model, step: Callable[[], list],
     """Which op types the normalization's time goes to, from a profiler trace of the step."""
     wrappers = {layer.name for layer in model.layers if isinstance(layer, keras.layers.Wrapper)}
     ops = op_profile.profile_step(step, steps)
-    normalization = [op for op in ops if _is_normalization_op(op, wrappers)]
+    normalization = [op for op in ops if op_profile.is_normalization_op(op, wrappers)]
     total = sum(op.self_ms_per_step for op in ops)
     spent = sum(op.self_ms_per_step for op in normalization)
     by_type = collections.Counter()
@@ -189,9 +174,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"discriminator: SNGAN CNN {IMAGE_SIZE}x{IMAGE_SIZE}x3, batch {args.batch_size}; "
           f"{args.rounds} interleaved rounds after {args.warmup} warm-up steps each")
     samples = common.measure_interleaved(steps, args.rounds, args.warmup, seed=args.seed,
-                                         progress=common.print_progress(args.rounds))
+                                         progress=timing.print_progress(args.rounds))
 
-    common.print_report(samples, "none", NORM_LABELS)
+    timing.print_report(samples, "none", NORM_LABELS)
     if "bssn" in variants:
         print_target(samples)
     if args.breakdown:

@@ -1,24 +1,15 @@
-"""What the benchmarks share: flags, environment report, interleaved timing, statistics, table.
-
-Timing method. The machines these run on are often shared (other test suites, other users), so
-load changes during a run. Every variant is therefore warmed up first (tracing, XLA compilation,
-oneDNN primitive caches), then the variants run round-robin, one sample each per round, in an
-order shuffled every round. A load spike then hits all variants alike instead of one variant's
-whole block, and the ratio to the baseline is taken per round (paired) before the median, which
-cancels slow drift that the plain ratio of medians would keep.
-"""
+"""What the TensorFlow benchmarks share: flags, environment report, the GAN steps they time
+(the main command's among them), dtype policies, and interleaved timing of TensorFlow steps
+(the method, statistics and tables are `timing`'s)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
-import math
 import os
 import platform
-import random
-import statistics
-import time
-from typing import Callable, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -30,10 +21,12 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks import timing  # noqa: E402
+from benchmarks.timing import Samples, Step  # noqa: E402
+from training.building import build_gan as build_preset_gan  # noqa: E402
+from training.gan import GAN  # noqa: E402
 from training.networks.cnn import cnn_discriminator  # noqa: E402
-
-Step = Callable[[], object]
-Samples = dict[str, list[float]]  # variant name -> seconds per step, one per round
+from training.presets import PRECISIONS, TrainConfig, preset, semantics  # noqa: E402
 
 # The setting both scripts time: the paper's CIFAR10 CNN, and a BSSN scale from its CIFAR10
 # sweep (c in {0.7, ..., 4.0}). The scale costs nothing extra: it only changes a constant.
@@ -68,6 +61,65 @@ def build_discriminator(norm: str, image_size: int = IMAGE_SIZE) -> keras.Model:
     return cnn_discriminator(image_size, norm=norm, scale=scale)
 
 
+def add_precision_argument(parser: argparse.ArgumentParser, default: Sequence[str],
+                           purpose: str) -> None:
+    """`--precision`: one or more of float32, bfloat16, float16, as `training.train` takes."""
+    policies = ", ".join(f"{name}: {policy}" for name, policy in PRECISIONS.items())
+    parser.add_argument("--precision", nargs="+", choices=list(PRECISIONS), default=list(default),
+                        help=f"{purpose}, each under Keras's dtype policy ({policies}) "
+                             f"(default: {' '.join(default)})")
+
+
+@contextlib.contextmanager
+def precision_policy(precision: str) -> Iterator[None]:
+    """Keras's global dtype policy of `precision` inside, float32 after.
+
+    Layers and optimizers take the policy when they are made, and the GAN decides on loss
+    scaling when it is compiled: build, compile and trace a variant's step inside.
+    """
+    keras.config.set_dtype_policy(PRECISIONS[precision])
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy("float32")
+
+
+# The README's main command: `python -m training.train --preset cifar10-cnn-bssn --semantics keras`.
+MAIN_JOB_PRESET = "cifar10-cnn-bssn"
+MAIN_JOB_SEMANTICS = "keras"
+
+
+def main_job_config(precision: str, batch_size: int, seed: int) -> TrainConfig:
+    """The configuration the README's main command trains, in `precision`."""
+    return dataclasses.replace(preset(MAIN_JOB_PRESET), **semantics(MAIN_JOB_SEMANTICS),
+                               precision=precision, batch_size=batch_size, seed=seed)
+
+
+def real_images(batch_size: int, seed: int) -> tf.data.Dataset:
+    """One synthetic batch in [-1, 1], repeated: the input pipeline costs nothing to time."""
+    images = tf.random.uniform((batch_size, IMAGE_SIZE, IMAGE_SIZE, 3), -1.0, 1.0, seed=seed)
+    return tf.data.Dataset.from_tensors(images).repeat()
+
+
+def train_step(gan: GAN, dataset: tf.data.Dataset) -> Step:
+    """A call running one compiled training step, exactly as `fit` runs it."""
+    # One short fit builds the optimizers' variables and the compiled train function (fit
+    # builds them before the first step; the function is cached on the model afterwards).
+    gan.fit(dataset, steps_per_epoch=1, epochs=1, verbose=0, shuffle=False)
+    function = gan.make_train_function()
+    iterator = iter(dataset)
+    return lambda: function(iterator)
+
+
+def main_job_step(precision: str, batch_size: int, seed: int) -> tuple[GAN, Step]:
+    """The main command's GAN in `precision` and a call running its compiled training step."""
+    config = main_job_config(precision, batch_size, seed)
+    seed_everything(seed)
+    with precision_policy(precision):  # build_gan sets it too; this restores float32 after
+        gan = build_preset_gan(config)
+        return gan, train_step(gan, real_images(config.batch_size * config.n_dis, seed))
+
+
 def add_common_arguments(parser: argparse.ArgumentParser, default_rounds: int,
                          default_warmup: int) -> None:
     """The flags both scripts take."""
@@ -88,12 +140,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, default_rounds: int,
 
 
 def check_common_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    for name in ("batch_size", "rounds"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if args.warmup < 1:
-        # The first call traces (and with --jit compiles); timing it would swamp the median.
-        parser.error("--warmup must be >= 1")
+    # --warmup too: the first call traces (and with --jit compiles), which would swamp the
+    # median if it were timed.
+    timing.check_at_least_one(parser, args, ("batch_size", "rounds", "warmup"))
 
 
 def devices() -> list[str]:
@@ -151,179 +200,15 @@ def sync_devices() -> None:
         tf.test.experimental.sync_devices()
 
 
-CLOCKS = ("wall", "cpu")
-
-
-def time_call(step: Step, repeats: int = 1) -> dict[str, float]:
-    """Wall and process-CPU seconds per call of `step`, over `repeats` back-to-back calls.
-
-    Wall time is what a user waits for, but on a shared machine it includes the time other
-    processes hold the cores. Process CPU time (all of this process's threads) counts only the
-    work done here, so it is steadier under load; on an idle machine a compute-bound CPU step
-    should show the same ratios on both.
-    """
-    wall, cpu = time.perf_counter(), time.process_time()
-    for _ in range(repeats):
-        step()
-    sync_devices()
-    return {"wall": (time.perf_counter() - wall) / repeats,
-            "cpu": (time.process_time() - cpu) / repeats}
-
-
-
 def measure_interleaved(variants: Mapping[str, Step], rounds: int, warmup: int,
                         repeats: int = 1, seed: int = 0,
                         progress: Callable[[int], None] | None = None) -> dict[str, Samples]:
-    """Seconds per call of each variant, one sample per round, rounds interleaved.
-
-    Args:
-        variants: name -> a call running one step (to completion) of that variant.
-        rounds: samples per variant.
-        warmup: untimed calls per variant first (trace, compile, allocate).
-        repeats: calls per sample, averaged (for steps too short for one clock reading).
-        seed: seeds the per-round order.
-        progress: called with the round number after each round.
-
-    Returns:
-        clock ("wall", "cpu") -> name -> `rounds` samples in seconds, in round order (so
-        sample i of every variant comes from the same round, for paired ratios).
-    """
-    for step in variants.values():
-        for _ in range(warmup):
-            step()
-        sync_devices()
-    order = list(variants)
-    shuffler = random.Random(seed)
-    samples = {clock: {name: [] for name in variants} for clock in CLOCKS}
-    for round_index in range(rounds):
-        # A fixed order would always run a variant right after the same neighbour (and first
-        # after the Python-side bookkeeping); shuffling spreads any such position effect.
-        shuffler.shuffle(order)
-        for name in order:
-            for clock, seconds in time_call(variants[name], repeats).items():
-                samples[clock][name].append(seconds)
-        if progress is not None:
-            progress(round_index + 1)
-    return samples
-
-
-def _median_ci_rank(count: int) -> int:
-    """0-based rank k such that [x_(k), x_(n-1-k)] covers the median with ~95% confidence."""
-    # Distribution-free: the number of samples below the median is Binomial(n, 1/2); its
-    # normal approximation gives n/2 - 1.96 sqrt(n)/2 (no assumption on the timing's shape).
-    return max(0, math.floor((count - 1.96 * math.sqrt(count)) / 2))
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-    """Median, quartiles, and a 95% confidence interval of the median of a sample."""
-
-    median: float
-    q1: float
-    q3: float
-    ci_low: float
-    ci_high: float
-
-    @property
-    def iqr(self) -> float:
-        return self.q3 - self.q1
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> "Summary":
-        ordered = sorted(values)
-        if len(ordered) < 2:
-            value = ordered[0]
-            return cls(value, value, value, value, value)
-        q1, median, q3 = statistics.quantiles(ordered, n=4, method="inclusive")
-        rank = _median_ci_rank(len(ordered))
-        return cls(median, q1, q3, ordered[rank], ordered[len(ordered) - 1 - rank])
-
-
-def paired_ratios(samples: Sequence[float], baseline: Sequence[float]) -> list[float]:
-    """Per-round ratios sample / baseline (same round, so shared load cancels)."""
-    return [value / base for value, base in zip(samples, baseline)]
-
-
-def overhead_percent(samples: Mapping[str, Sequence[float]], name: str,
-                     baseline: str) -> Summary:
-    """(variant / baseline - 1) in percent, per round: median, quartiles, CI of the median."""
-    ratios = paired_ratios(samples[name], samples[baseline])
-    return Summary.of([100.0 * (ratio - 1.0) for ratio in ratios])
-
-
-def format_table(samples: Mapping[str, Sequence[float]], baseline: str,
-                 labels: Mapping[str, str] | None = None, throughput: bool = False) -> str:
-    """A text table: median ms/step, IQR, and the paired ratio to `baseline` with its 95% CI.
-
-    Args:
-        samples: name -> seconds per step, one per round (from `measure_interleaved`).
-        baseline: the name the ratios divide by.
-        labels: optional display names.
-        throughput: add a steps/s column (1 / median).
-    """
-    labels = labels or {}
-    header = ["variant", "median ms/step", "IQR ms", f"ratio to {labels.get(baseline, baseline)}",
-              "95% CI"]
-    if throughput:
-        header.append("steps/s")
-    rows = [header]
-    for name, values in samples.items():
-        times = Summary.of([1000.0 * value for value in values])
-        ratio = Summary.of(paired_ratios(values, samples[baseline]))
-        row = [labels.get(name, name), f"{times.median:.2f}", f"{times.iqr:.2f}",
-               f"{ratio.median:.3f}", f"{ratio.ci_low:.3f}-{ratio.ci_high:.3f}"]
-        if throughput:
-            row.append(f"{1000.0 / times.median:.2f}")
-        rows.append(row)
-    widths = [max(len(row[column]) for row in rows) for column in range(len(header))]
-    lines = ["  ".join(cell.ljust(width) if column == 0 else cell.rjust(width)
-                       for column, (cell, width) in enumerate(zip(row, widths)))
-             for row in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    return "\n".join(lines)
-
-
-def print_progress(total: int, every_seconds: float = 30.0) -> Callable[[int], None]:
-    """A `progress` callback that prints 'round i/total' at most every `every_seconds`."""
-    last = [time.perf_counter()]
-
-    def report(done: int) -> None:
-        now = time.perf_counter()
-        if now - last[0] >= every_seconds or done == total:
-            print(f"  round {done}/{total}", flush=True)
-            last[0] = now
-
-    return report
+    """`timing.measure_interleaved` for TensorFlow steps: the clocks stop once the devices
+    are done."""
+    return timing.measure_interleaved(variants, rounds, warmup, repeats, seed, progress,
+                                      sync=sync_devices)
 
 
 def seed_everything(seed: int) -> None:
     """Same initial weights and inputs for every variant and every run."""
     keras.utils.set_random_seed(seed)
-
-
-def format_ci(summary: Summary, unit: str = "") -> str:
-    """'95% CI a to b' of a summary's median, e.g. for an overhead in percent."""
-    return f"95% CI {summary.ci_low:+.1f}{unit} to {summary.ci_high:+.1f}{unit}"
-
-
-_CLOCK_TITLES = {
-    "wall": "wall-clock time (what a user waits for; includes other processes' load)",
-    "cpu": "process CPU time (work done by this process, all threads; steadier under load)",
-}
-
-
-def print_report(samples: Mapping[str, Samples], baseline: str,
-                 labels: Mapping[str, str] | None = None, throughput: bool = False) -> None:
-    """For each clock: the table, then each variant's overhead over `baseline` in percent."""
-    labels = labels or {}
-    for clock, by_variant in samples.items():
-        print(f"\n== {_CLOCK_TITLES[clock]}")
-        # Steps per second of CPU time would mean nothing to a user: only for the wall clock.
-        print(format_table(by_variant, baseline, labels, throughput and clock == "wall"))
-        for name in by_variant:
-            if name == baseline:
-                continue
-            overhead = overhead_percent(by_variant, name, baseline)
-            print(f"{labels.get(name, name)}: {overhead.median:+.1f}% vs "
-                  f"{labels.get(baseline, baseline)} ({format_ci(overhead, '%')})")
-

@@ -26,6 +26,10 @@ from training.images import save_grid_png
 from training.networks import build_networks
 
 
+# What keras.utils.image_dataset_from_directory reads.
+IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+
+
 def real_images(data_dir: str, image_size: int, fit_batch_size: int) -> tf.data.Dataset:
     """Endless batches of `fit_batch_size` images from `data_dir`, scaled to [-1, 1]."""
     # Unbatched and shuffled (the file list, each pass); batched here, at the size fit needs.
@@ -49,6 +53,10 @@ def main() -> None:
     args = parser.parse_args()
     if not os.path.isdir(args.data_dir):
         parser.error(f"--data-dir {args.data_dir}: no such folder")
+    if not any(name.lower().endswith(IMAGE_SUFFIXES)
+               for _, _, names in os.walk(args.data_dir) for name in names):
+        parser.error(f"--data-dir {args.data_dir}: no {', '.join(IMAGE_SUFFIXES)} images in it "
+                     "or its subfolders")
     if args.image_size % 8:
         parser.error(f"--image-size {args.image_size}: the CNN needs a multiple of 8")
 

@@ -155,3 +155,14 @@ def test_a_missing_input_is_an_error_with_exit_2_and_no_traceback(tmp_path):
         assert process.returncode == 2, (example, stderr[-3000:])
         assert f"error: {cases[example]} {missing}: " in stderr
         assert "Traceback" not in stderr
+
+
+def test_a_folder_without_images_is_an_error_with_exit_2_and_no_traceback(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("no images here")
+    result = subprocess.run([sys.executable, "-m", "examples.gan_on_image_folder", "--data-dir",
+                             str(tmp_path)], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert f"error: --data-dir {tmp_path}: no .bmp, .gif, .jpeg, .jpg, .png images" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 COMMANDS = {"training.train", "training.generate", "training.evaluate", "training.fid_stats",
-            "training.analyze"}
+            "training.analyze", "training.feature_classifier"}
 
 
 def _modules(package: str) -> dict[str, ast.Module]:

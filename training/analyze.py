@@ -23,6 +23,10 @@ Experiments (each writes `<experiment>.csv` and `<experiment>.png` to `--out`, d
   (`training.experiments.artifacts`), at the checkpoints `--steps`, with the generator's
   BatchNorm in inference mode and in training mode, next to real images; with the sample
   diversity the training logs, in both modes.
+- `feature-distance`: the Fréchet distance of each run's samples (newest checkpoint) to the
+  real training images in the features of `--extractor` (a classifier of
+  `training.feature_classifier`), next to real test images, blurred test images and noise
+  (`training.experiments.feature_distance`).
 
 Data defaults to the shared CIFAR-10 JPEGs (`../shared/data/cifar10-jpeg.tar.gz`) when they
 exist, else TFDS `cifar10`.
@@ -118,9 +122,15 @@ def _artifacts_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return []  # the run's own configuration was checked when it trained
 
 
+def _feature_distance_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import feature_distance
+
+    return feature_distance.check_settings(args.runs)
+
+
 _RUN_CONFIGS = {"init-variance": _init_variance_configs, "gradients": _gradients_configs,
                 "sweep": _sweep_configs, "collapse": _collapse_configs,
-                "artifacts": _artifacts_configs}
+                "artifacts": _artifacts_configs, "feature-distance": _feature_distance_configs}
 
 
 # Each experiment: run it with the flags, return the summary lines to print. Each imports its
@@ -164,8 +174,16 @@ def _artifacts(args: argparse.Namespace) -> list[str]:
                                            args.lattice_period))
 
 
+def _feature_distance(args: argparse.Namespace) -> list[str]:
+    from training.experiments import feature_distance
+
+    return feature_distance.summary(feature_distance.run(
+        args.out, args.extractor, args.runs, args.dataset, args.data_dir, args.num))
+
+
 _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep": _sweep,
-                "collapse": _collapse, "artifacts": _artifacts}
+                "collapse": _collapse, "artifacts": _artifacts,
+                "feature-distance": _feature_distance}
 
 
 def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -261,6 +279,21 @@ def build_parser() -> argparse.ArgumentParser:
     pattern.add_argument("--lattice-period", type=cli.positive_int, default=8,
                          help="period in pixels of the lattice the upsamplings leave (8 for "
                               "the CNN's three stride-2 transposed convolutions)")
+
+    distance = experiments.add_parser(
+        "feature-distance", help="Fréchet distance in a classifier's features: runs and "
+        "baselines", **formatter)
+    _add_out_flag(distance)
+    _add_data_flags(distance)
+    distance.add_argument("--extractor", required=True,
+                          help="the .keras model of training.feature_classifier (or another "
+                               "extractor training.evaluate takes)")
+    distance.add_argument("--runs", type=pathlib.Path, nargs="*", default=[],
+                          help="training run folders, each measured at its newest checkpoint "
+                               "(default: none, only the baselines)")
+    distance.add_argument("--num", type=cli.sample_count, default=10_000,
+                          help="images of each set: the real train images, the baselines and "
+                               "each run's samples")
     return parser
 
 

@@ -17,11 +17,15 @@ from training.callbacks.checkpoints import checkpoint_steps
 from training.errors import RunFolderError, UsageError
 from training.gan import GAN
 from training.networks import build_networks
-from training.presets import TrainConfig
+from training.presets import PRECISIONS, TrainConfig
 
 
 def build_gan(config: TrainConfig) -> GAN:
-    """The compiled GAN of a configuration (call inside the strategy's scope)."""
+    """The compiled GAN of a configuration (call inside the strategy's scope).
+
+    Sets Keras's global dtype policy to the configuration's precision (`PRECISIONS`) first:
+    the networks and optimizers take it when they are made."""
+    keras.config.set_dtype_policy(PRECISIONS[config.precision])
     wrapper_options = {}
     if config.norm != "none":
         wrapper_options = {"differentiable_power_iteration": config.differentiable_power_iteration,
@@ -37,6 +41,7 @@ def build_gan(config: TrainConfig) -> GAN:
                 n_dis=config.n_dis, gradient_penalty=config.gradient_penalty,
                 generator_batch_size=config.generator_batch_size,
                 reuse_latents=config.reuse_latents,
+                input_gradient_every=config.input_gradient_interval(),
                 generator_bn_updates=config.generator_bn_updates,
                 jit_compile=config.jit_compile)
     return gan
@@ -55,8 +60,6 @@ def restore_gan(config: TrainConfig, run_dir: pathlib.Path, strategy: tf.distrib
     when given; with the `RunCheckpoint` that saves it to `run_dir`."""
     check_batches_split(config, strategy.num_replicas_in_sync)
     keras.utils.set_random_seed(config.seed)
-    if config.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     with strategy.scope():
         gan = build_gan(config)
         checkpoint = callbacks.RunCheckpoint(gan, run_dir / "checkpoints",

@@ -36,7 +36,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                          "the Inception Score: give at least as many --num-is (or --num) "
                          "images as --splits.")
     cli.start_tensorflow()  # quietly, before the modules below load it
-    from training.evaluation import (RealStatistics, StatisticsFileError,
+    from training.evaluation import (RealStatistics,
                                      cached_real_statistics, evaluate_generator,
                                      load_generator, real_statistics_cache_path)
     from training.inception import make_extractor
@@ -51,12 +51,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         images = load_images(args.dataset, data_dir=args.data_dir, split=args.split,
                              image_size=args.image_size, crop_size=args.crop_size)
     extractor = make_extractor(args.extractor, batch_size=args.batch_size)
-    if args.stats and len(real.mu) != extractor.feature_size:
-        raise StatisticsFileError(
-            f"--stats {args.stats} holds {len(real.mu)}-d statistics, but --extractor "
-            f"{args.extractor} gives {extractor.feature_size}-d features: give statistics "
-            "written with the same extractor (python -m training.fid_stats --extractor "
-            f"{args.extractor} ...).")
+    if args.stats:
+        real.check_extractor(extractor, f"--stats {args.stats}")
     if not args.stats:
         cache_path = real_statistics_cache_path(
             args.cache_dir,

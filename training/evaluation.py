@@ -51,6 +51,7 @@ class RealStatistics:
     mu: np.ndarray
     sigma: np.ndarray
     features: np.ndarray | None = None
+    extractor: str | None = None  # the name of the features' extractor, where known
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> RealStatistics:
@@ -61,7 +62,8 @@ class RealStatistics:
                 they are no mean and covariance.
         """
         try:
-            return cls(*metrics.load_statistics(path), metrics.load_features(path))
+            return cls(*metrics.load_statistics(path), metrics.load_features(path),
+                       metrics.load_extractor_name(path))
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
             message = error.args[0] if isinstance(error, KeyError) else error
             raise StatisticsFileError(
@@ -70,7 +72,25 @@ class RealStatistics:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write a TTUR-format `.npz`, atomically; `features` are included when present."""
-        metrics.save_statistics(path, self.mu, self.sigma, self.features)
+        metrics.save_statistics(path, self.mu, self.sigma, self.features, self.extractor)
+
+    def check_extractor(self, extractor: FeatureExtractor, source: str) -> None:
+        """Refuses an extractor other than the one these statistics were made with.
+
+        Raises:
+            StatisticsFileError: naming both, and how to get statistics of `extractor`.
+        """
+        fix = ("give statistics written with the same extractor (python -m training.fid_stats "
+               f"--extractor {extractor.name} ...)")
+        if len(self.mu) != extractor.feature_size:
+            raise StatisticsFileError(
+                f"{source} holds {len(self.mu)}-d statistics, but the extractor "
+                f"{extractor.name} gives {extractor.feature_size}-d features: {fix}.")
+        if self.extractor is not None and self.extractor != extractor.name:
+            raise StatisticsFileError(
+                f"{source} holds statistics of the extractor {self.extractor}, not of "
+                f"{extractor.name}: an FID across two feature spaces means nothing. Give "
+                f"--extractor {self.extractor}, or {fix}.")
 
 
 def compute_real_statistics(
@@ -95,7 +115,8 @@ def compute_real_statistics(
         statistics.update(outputs[FEATURES])
         if keep_features:
             kept.append(outputs[FEATURES])
-    return RealStatistics(*statistics.result(), np.concatenate(kept) if keep_features else None)
+    return RealStatistics(*statistics.result(), np.concatenate(kept) if keep_features else None,
+                          extractor.name)
 
 
 def default_cache_dir() -> str:

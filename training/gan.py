@@ -114,8 +114,9 @@ class GAN(MultiWorkerFitMixin, keras.Model):
     def compile(self, d_optimizer: keras.optimizers.Optimizer,
                 g_optimizer: keras.optimizers.Optimizer, loss: str = "hinge", n_dis: int = 1,
                 gradient_penalty: float = 0.0, generator_batch_size: int | None = None,
-                track_input_gradients: bool = True, reuse_latents: bool = False,
-                generator_bn_updates: str = "every_forward", **kwargs) -> None:
+                track_input_gradients: bool = True, input_gradient_every: int = 1,
+                reuse_latents: bool = False, generator_bn_updates: str = "every_forward",
+                **kwargs) -> None:
         """Configures training.
 
         Args:
@@ -128,8 +129,12 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             generator_batch_size: global batch of the generator update (default: the
                 discriminator's global batch); the ImageNet reference used 32 vs 16. A
                 multiple of the strategy's replicas.
-            track_input_gradients: log the mean ||grad_x D(x)|| on real and fake inputs each
-                step, as the reference did (costs one extra backward pass through D).
+            track_input_gradients: log the mean ||grad_x D(x)|| on real and fake inputs, as
+                the reference did (one extra backward pass through D per measured step).
+            input_gradient_every: measure it on every `input_gradient_every`-th step only
+                (steps 0, k, 2k, ...; 1: every step, as the reference); the logged value is
+                the mean over the measured steps since the trackers were reset, so an epoch
+                should hold at least one of them.
             reuse_latents: the generator update reuses the last discriminator update's latent
                 vectors, as the official CNN code does (its G step runs on the D step's feed);
                 needs a generator batch equal to the discriminator's.
@@ -149,6 +154,8 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         losses.check_loss_name(loss)
         if n_dis < 1:
             raise ValueError(f"`n_dis` must be >= 1, got {n_dis}.")
+        if input_gradient_every < 1:
+            raise ValueError(f"`input_gradient_every` must be >= 1, got {input_gradient_every}.")
         if gradient_penalty < 0:
             raise ValueError(f"`gradient_penalty` must be >= 0, got {gradient_penalty}.")
         if generator_bn_updates not in GENERATOR_BN_UPDATES:
@@ -167,6 +174,7 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         self.gradient_penalty = float(gradient_penalty)
         self.generator_batch_size = generator_batch_size
         self.track_input_gradients = track_input_gradients
+        self.input_gradient_every = int(input_gradient_every)
         self.reuse_latents = bool(reuse_latents)
         self.generator_bn_updates = generator_bn_updates
         names = ["d_loss", "d_loss_real", "d_loss_fake", "g_loss", "d_real", "d_fake"]
@@ -262,9 +270,9 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         self._apply(tape, d_loss, self.d_optimizer, self.discriminator.trainable_weights)
         if self.explicit_vector_updates:
             advance_power_iteration(self.discriminator)  # from the updated weights
-        if self.track_input_gradients:
-            tracked.update(self._input_gradient_norms(tape, logits, images))
         self._track(tracked)
+        if self.track_input_gradients:
+            self._track_input_gradient_norms(tape, logits, images)
         return latents
 
     def _discriminator_loss(self, logits, real, fake, update):
@@ -283,14 +291,21 @@ class GAN(MultiWorkerFitMixin, keras.Model):
             tracked["gradient_penalty"] = penalty
         return d_loss, tracked
 
-    def _input_gradient_norms(self, tape, logits, images):
-        """||grad_x D(x)|| per example on the real and fake halves of `images`, from the
-        `tape` that recorded `logits = D(images)` while watching `images`."""
-        # D has no batch coupling, so the gradient of the summed logits is per example.
-        gradients = ops.cast(tape.gradient(logits, images), "float32")
-        norms = ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)))
-        real_norms, fake_norms = ops.split(norms, 2, axis=0)
-        return {"grad_norm_real": real_norms, "grad_norm_fake": fake_norms}
+    def _track_input_gradient_norms(self, tape, logits, images):
+        """Tracks ||grad_x D(x)|| per example on the real and fake halves of `images`, from
+        the `tape` that recorded `logits = D(images)` while watching `images`, on the steps
+        `input_gradient_every` picks."""
+        def measure():
+            # D has no batch coupling, so the gradient of the summed logits is per example.
+            gradients = ops.cast(tape.gradient(logits, images), "float32")
+            norms = ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)))
+            real_norms, fake_norms = ops.split(norms, 2, axis=0)
+            self._track({"grad_norm_real": real_norms, "grad_norm_fake": fake_norms})
+
+        if self.input_gradient_every == 1:
+            measure()
+        else:  # the backward pass runs only in the branch taken
+            tf.cond(self.step % self.input_gradient_every == 0, measure, lambda: None)
 
     def _generate_for_discriminator(self, latents):
         """G in training mode (batch statistics); its BatchNorm moving statistics move only
@@ -311,17 +326,25 @@ class GAN(MultiWorkerFitMixin, keras.Model):
         interpolates = real + mix * (ops.cast(fake, real.dtype) - real)
         with tf.GradientTape() as tape:
             tape.watch(interpolates)
-            logits = self.discriminator(interpolates, training=False)
+            logits = self.discriminator_logits(interpolates)
         gradients = ops.cast(tape.gradient(logits, interpolates), "float32")
         return ops.square(ops.sqrt(ops.sum(ops.square(gradients), axis=(1, 2, 3)) + 1e-12) - 1)
+
+    def discriminator_logits(self, images):
+        """D's logits as the losses see them, without advancing u (the G step, the gradient
+        penalty and the gradient diagnostics call it).
+
+        With explicit vector updates: a training call, its look-ahead sigma (differentiated
+        through the power iteration where the wrappers do), which stores nothing. With
+        in-call updates, where a training call would advance u: the sigma of the stored u,
+        the one the D update's training call stored."""
+        return self.discriminator(images, training=self.explicit_vector_updates)
 
     def _generator_step(self, latents):
         with tf.GradientTape() as tape:
             fake = self.generator(latents, training=True)
-            # With explicit vector updates D looks ahead from the stored u without storing it,
-            # as the official code's G step does; otherwise a training call would advance u.
-            logits = ops.cast(self.discriminator(fake, training=self.explicit_vector_updates),
-                              "float32")
+            # As the official code's G step does with explicit updates.
+            logits = ops.cast(self.discriminator_logits(fake), "float32")
             per_example = losses.generator_loss(self.loss_name, logits)
             g_loss = self._global_mean(per_example, ops.shape(latents)[0])
         self._apply(tape, g_loss, self.g_optimizer, self.generator.trainable_weights)

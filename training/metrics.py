@@ -210,6 +210,7 @@ def save_statistics(
     mu: np.ndarray,
     sigma: np.ndarray,
     features: np.ndarray | None = None,
+    extractor: str | None = None,
 ) -> None:
     """Write `mu` and `sigma` to a TTUR-format `.npz` file, atomically.
 
@@ -222,11 +223,15 @@ def save_statistics(
         sigma: feature covariance, `(d, d)`.
         features: optionally the feature vectors themselves, `(n, d)`, stored as float32
             under the key `features` so that KID can be computed later; TTUR readers ignore it.
+        extractor: optionally the name of the features' extractor, stored under the key
+            `extractor` so that statistics of another extractor are not compared with them.
     """
     mu, sigma = _checked_gaussian(mu, sigma, "")
     arrays = {"mu": mu, "sigma": sigma}
     if features is not None:
         arrays["features"] = np.asarray(features, np.float32)
+    if extractor is not None:
+        arrays["extractor"] = np.asarray(extractor, dtype=np.str_)
     with atomic_writer(path) as file:
         np.savez(file, **arrays)
 
@@ -247,6 +252,13 @@ def load_features(path: str | os.PathLike) -> np.ndarray | None:
     """The feature vectors saved with `save_statistics(..., features=...)`, or None."""
     with _open_statistics(path) as arrays:
         return arrays["features"] if "features" in arrays.files else None
+
+
+def load_extractor_name(path: str | os.PathLike) -> str | None:
+    """The extractor name saved with `save_statistics(..., extractor=...)`, or None (e.g.
+    TTUR's files)."""
+    with _open_statistics(path) as arrays:
+        return str(arrays["extractor"]) if "extractor" in arrays.files else None
 
 
 def _open_statistics(path: str | os.PathLike) -> np.lib.npyio.NpzFile:

@@ -33,6 +33,7 @@ class TrainConfig:
 
     dataset: str = "cifar10"
     data_dir: str | None = None
+    split: str = "train"
     image_size: int = 32
     crop_size: int | None = None
     arch: str = "cnn"
@@ -60,11 +61,13 @@ class TrainConfig:
     reuse_latents: bool = True
     generator_bn_updates: str = "every_forward"
     antialias: bool = True
+    shuffle_buffer: int | None = None  # None: the whole data set where it is cached
     seed: int = 0
     strategy: str = "auto"
-    mixed_precision: bool = False
+    precision: str = "float32"
     jit_compile: bool = False
     log_every: int = 100
+    input_gradient_every: int | None = None  # None: DEFAULT_INPUT_GRADIENT_EVERY
     sample_every: int = 500  # the first grid shows an early collapse (README)
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
@@ -77,9 +80,16 @@ class TrainConfig:
 
     def data_source(self) -> dict[str, Any]:
         """The arguments that name this run's images for `training.data`'s loaders."""
-        return {"dataset": self.dataset, "data_dir": self.data_dir,
+        return {"dataset": self.dataset, "data_dir": self.data_dir, "split": self.split,
                 "image_size": self.image_size, "crop_size": self.crop_size,
                 "antialias": self.antialias}
+
+    def input_gradient_interval(self) -> int:
+        """Steps between the steps whose ||grad_x D|| is measured: `input_gradient_every`, or
+        by default every 10th step (every step of rows shorter than 10 steps)."""
+        if self.input_gradient_every is not None:
+            return self.input_gradient_every
+        return min(DEFAULT_INPUT_GRADIENT_EVERY, self.log_every)
 
     def validate(self) -> None:
         """Checks every setting, before anything is written; raises `ConfigError` naming the
@@ -117,8 +127,16 @@ class TrainConfig:
                      "power_iterations", "log_every", "sample_every", "checkpoint_every",
                      "keep_checkpoints", "fid_samples", "fid_real_samples", "is_samples"):
             _check_int(name, getattr(self, name), minimum=1)
+        if self.precision not in PRECISIONS:
+            _refuse("precision", self.precision, f"one of {', '.join(PRECISIONS)}")
+        if (self.input_gradient_every or 0) > self.log_every:
+            raise ConfigError(
+                f"--input-gradient-every {self.input_gradient_every} is larger than --log-every "
+                f"{self.log_every}: a metrics row would average no ||grad_x D|| sample. Give "
+                f"--input-gradient-every {self.log_every} or less.")
         _check_int("fid_every", self.fid_every, minimum=0)
-        for name in ("generator_batch_size", "crop_size"):
+        for name in ("generator_batch_size", "crop_size", "input_gradient_every",
+                     "shuffle_buffer"):
             if getattr(self, name) is not None:
                 _check_int(name, getattr(self, name), minimum=1)
         for name in ("scale", "g_lr", "d_lr", "adam_epsilon", "bn_epsilon"):
@@ -186,17 +204,28 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
         """A saved configuration; keys it lacks were written before they existed, so they
         take the values of that time (`LEGACY_VALUES`), not today's defaults."""
+        values = upgrade_saved(values)
         known = {field.name for field in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"Unknown config keys {unknown}; known keys: {sorted(known)}.")
-        return cls(**{**LEGACY_VALUES, **values})
+        return cls(**values)
+
+
+def upgrade_saved(values: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration in today's settings: those it lacks take the values of the time
+    it was written (`LEGACY_VALUES`); `mixed_precision` (before 0.3) becomes `precision`."""
+    values = {**LEGACY_VALUES, **values}
+    if "mixed_precision" in values:
+        values["precision"] = "float16" if values.pop("mixed_precision") else "float32"
+    return values
 
 
 # Settings that may change between a run and its resumption without changing what it trains.
 RESUMABLE_CHANGES = ("steps", "data_dir", "log_every", "sample_every", "checkpoint_every",
                      "keep_checkpoints", "fid_every", "fid_samples", "fid_real_samples",
-                     "is_samples", "extractor", "export_name", "strategy")
+                     "is_samples", "extractor", "export_name", "strategy",
+                     "input_gradient_every")
 
 class ConfigError(UserError, ValueError):
     """A setting is invalid; the message names its flag, the value and what it takes."""
@@ -220,9 +249,14 @@ def _refuse(name: str, value: Any, expected: str) -> None:
     raise ConfigError(f"{_flag(name)} {value!r} is invalid: give {expected}.")
 
 
+# The largest count of steps, images or batches: TensorFlow counts many of them in int32.
+_MAX_COUNT = 2**31 - 1
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        _refuse(name, value, f"a whole number >= {minimum}")
+    if (isinstance(value, bool) or not isinstance(value, int) or value < minimum
+            or value > _MAX_COUNT):
+        _refuse(name, value, f"a whole number in [{minimum}, {_MAX_COUNT}]")
 
 
 # The largest float32: the models compute in float32 (or float16), where a larger setting
@@ -239,6 +273,16 @@ def _check_float(name: str, value: Any, low: float, high: float | None = None,
     if not valid:
         upper = f"{_FLOAT32_MAX:.2g}]" if high is None else f"{high:g})"
         _refuse(name, value, f"a finite number in {'(' if low_open else '['}{low:g}, {upper}")
+
+
+# ||grad_x D|| costs a second backward pass through D on each step it is measured on: every
+# 10th step costs a tenth of measuring every step, and leaves training as it is.
+DEFAULT_INPUT_GRADIENT_EVERY = 10
+
+# --precision: the Keras dtype policy each selects. Mixed policies compute in 16 bits and keep
+# variables, optimizer state, BatchNorm statistics, sigmas and losses in float32; only float16
+# needs loss scaling (bfloat16 has float32's exponent range).
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
 
 
 # What a configuration selects beyond the paper's hyper-parameters: how the official code trains
@@ -271,7 +315,9 @@ def semantics(name: str, arch: str = "cnn") -> dict[str, Any]:
 
 
 # Run folders written before these settings existed trained with these values.
-LEGACY_VALUES: dict[str, Any] = semantics("keras")
+LEGACY_VALUES: dict[str, Any] = {**semantics("keras"), "precision": "float32",
+                                 "input_gradient_every": 1, "shuffle_buffer": 10_000,
+                                 "split": "train"}
 
 _DATASETS = {  # name: (image size, generator steps, default BSSN/SSN scale)
     "cifar10": (32, 400_000, 1.2),
@@ -281,13 +327,18 @@ _DATASETS = {  # name: (image size, generator steps, default BSSN/SSN scale)
 _TFDS_NAMES = {"celeba": "celeb_a"}
 # The paper's centre crop before resizing, also applied to a folder of the same images.
 _CROP_SIZES = {"celeba": 128}
+# The official preprocessing (dataset_preprocess/ of the BSN code): STL10's 100,000 unlabelled
+# images and all 202,599 CelebA images, resized by cv2.resize (bilinear, no antialiasing).
+_OFFICIAL_DATA = {"stl10": {"split": "unlabelled", "antialias": False},
+                  "celeba": {"split": "all", "antialias": False}}
 
 
 def _cnn_presets() -> dict[str, dict[str, Any]]:
     presets = {}
     for dataset, (size, steps, scaled) in _DATASETS.items():
         base = {"dataset": _TFDS_NAMES.get(dataset, dataset), "image_size": size,
-                "crop_size": _CROP_SIZES.get(dataset), "arch": "cnn", "steps": steps}
+                "crop_size": _CROP_SIZES.get(dataset), "arch": "cnn", "steps": steps,
+                **_OFFICIAL_DATA.get(dataset, {})}
         for norm in ("sn", "ssn", "bsn", "bssn"):
             scale = scaled if norm in ("ssn", "bssn") else 1.0
             presets[f"{dataset}-cnn-{norm}"] = {**base, "norm": norm, "scale": scale}

@@ -16,7 +16,7 @@ from typing import Any
 
 from training.errors import OutputPathError, RunFolderError
 from training.images import atomic_writer
-from training.presets import LEGACY_VALUES, RESUMABLE_CHANGES, TrainConfig
+from training.presets import RESUMABLE_CHANGES, TrainConfig, upgrade_saved
 
 # Named when the sweep was the only study; kept so that finished runs stay finished.
 STATUS_FILE = "sweep_status.json"
@@ -24,7 +24,7 @@ STATUS_FILE = "sweep_status.json"
 
 def config_changes(saved: dict[str, Any], config: TrainConfig) -> list[str]:
     """`setting: old -> new` for every setting that differs and cannot change on a resume."""
-    saved = {**LEGACY_VALUES, **saved}  # settings added since the run began
+    saved = upgrade_saved(saved)  # settings added or renamed since the run began
     current = dataclasses.asdict(config)
     return [f"{key}: {saved.get(key)!r} -> {current[key]!r}" for key in sorted(current)
             if key not in RESUMABLE_CHANGES and saved.get(key) != current[key]]

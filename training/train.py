@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 
 from training import cli
+from training.errors import UsageError
 from training.presets import PRESETS, SEMANTICS_NAMES, TrainConfig, preset
 from training.runs import RunFolderLock, check_run_folder, check_writable_folder, saved_config
 
@@ -24,6 +25,8 @@ from training.runs import RunFolderLock, check_run_folder, check_writable_folder
 _OVERRIDES: dict[str, tuple[type, str]] = {
     "dataset": (str, "data set: cifar10, stl10, celeb_a, imagenet2012, folder, npz"),
     "data_dir": (str, "TFDS data dir, image folder / .tar.gz, or .npz/.npy file"),
+    "split": (str, "the data set's split to train on (a TFDS split, a subfolder of a folder, "
+              "x_<split> of an .npz)"),
     "image_size": (int, "image side in pixels"),
     "crop_size": (int, "side of the centred square cut before resizing (default: largest)"),
     "arch": (str, "cnn or resnet"),
@@ -55,9 +58,16 @@ _OVERRIDES: dict[str, tuple[type, str]] = {
     "generator_bn_updates": (str, "every_forward (official CNN) or generator_step "
                              "(official ResNet): when G's BatchNorm statistics move"),
     "antialias": (cli.boolean, "antialiased resizing (false: plain bilinear, official ImageNet)"),
+    "shuffle_buffer": (int, "images the real-batch shuffle draws from (None: all, a "
+                       "uniform shuffle each pass, where they fit in memory; else 10,000)"),
     "seed": (cli.random_seed, "seed of weights, latents and data order"),
+    "precision": (str, "float32; bfloat16 (mixed_bfloat16: bfloat16 compute, float32 "
+                  "variables, sigmas and losses); float16 (mixed_float16, dynamic loss "
+                  "scaling)"),
     "strategy": (str, "auto, default, mirrored, multi_worker or tpu"),
     "log_every": (int, "steps per metrics row / progress-bar epoch"),
+    "input_gradient_every": (int, "measure ||grad_x D|| on every k-th step (1: every step; "
+                             "None: every 10th, or every step where --log-every < 10)"),
     "sample_every": (int, "steps between sample grids"),
     "checkpoint_every": (int, "steps between checkpoints"),
     "keep_checkpoints": (int, "checkpoints to keep"),
@@ -82,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "Flags given with it override single settings")
     parser.add_argument("--force", action="store_true",
                         help="resume even if the configuration changed")
+    # Before 0.3; kept so that old command lines still run (as --precision float16/float32).
     parser.add_argument("--mixed-precision", action=argparse.BooleanOptionalAction,
-                        default=None, help="mixed_float16 compute, with dynamic loss scaling "
-                        "(default: the preset's)")
+                        default=None, help=argparse.SUPPRESS)
     parser.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=None,
                         help="compile the train step with XLA (default: the preset's)")
     parser.add_argument("--export", action=argparse.BooleanOptionalAction, default=True,
@@ -106,9 +116,16 @@ def build_parser() -> argparse.ArgumentParser:
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """The preset's configuration with every flag given on the command line applied, under
     the semantics of the architecture the flags give."""
-    overrides = {name: getattr(args, name) for name in (*_OVERRIDES, "mixed_precision",
-                                                        "jit_compile")
+    overrides = {name: getattr(args, name) for name in (*_OVERRIDES, "jit_compile")
                  if getattr(args, name, None) is not None}
+    if args.mixed_precision is not None:
+        precision = "float16" if args.mixed_precision else "float32"
+        if overrides.setdefault("precision", precision) != precision:
+            raise UsageError(f"--{'' if args.mixed_precision else 'no-'}mixed-precision and "
+                             f"--precision {overrides['precision']} disagree; give --precision "
+                             "alone (--mixed-precision is its old name).")
+        print(f"note: --{'' if args.mixed_precision else 'no-'}mixed-precision is now "
+              f"--precision {precision}.", file=sys.stderr)
     return preset(args.preset, args.semantics, **overrides)
 
 

@@ -3,7 +3,9 @@ run's callbacks until the target step, and say what a start is doing until the f
 line (the data found, the GAN built, the first step compiled).
 
 Ctrl-C and SIGTERM (`kill`, a cluster's preemption) save a checkpoint and the interval's
-metrics before `Stopped` propagates; weights that turned non-finite are never saved.
+metrics before `Stopped` propagates; weights that turned non-finite are never saved. Under
+`multi_worker` a signal that reaches any worker stops all of them after the same step
+(`AgreedStop`), and each exits with that signal's code.
 Building the GAN is `training.building`'s; exporting it, `training.run_export`'s.
 """
 
@@ -27,6 +29,7 @@ import tensorflow as tf
 
 from training import callbacks, data
 from training.building import restore_gan
+from training.callbacks.agreed_stop import AgreedStop
 from training.callbacks.checkpoints import weights_are_finite
 from training.callbacks.metrics_csv import read_metrics
 from training.callbacks.progress import FirstStepNotice
@@ -89,10 +92,11 @@ def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCa
     # The first images of the data's fixed, class-mixing order: the ones `fid_stats` and
     # `evaluate` use, so the FID logged in training is the one those commands compute.
     return callbacks.FIDCallback(
-        lambda: data.load_images(**config.data_source(), split="train"),
+        lambda: data.load_images(**config.data_source()),
         extractor, every_n_steps=config.fid_every, num_samples=config.fid_samples,
         num_real=config.fid_real_samples, num_is_samples=config.is_samples,
-        dataset_name=data.source_key(**config.data_source()), split="train",
+        dataset_name=data.source_key(config.dataset, config.data_dir, config.image_size,
+                                     config.crop_size, config.antialias), split=config.split,
         cache_dir=str(run_dir.parent / "fid_stats_cache"))
 
 
@@ -132,7 +136,7 @@ def _strategy_summary(strategy: tf.distribute.Strategy) -> str:
 
 def training_images(config: TrainConfig, count: int) -> np.ndarray:
     """The first `count` training images of the run's data (fewer if it has fewer), in [-1, 1]."""
-    images = data.load_images(**config.data_source(), split="train").take(count)
+    images = data.load_images(**config.data_source()).take(count)
     return np.stack(list(images.as_numpy_iterator()))
 
 
@@ -219,16 +223,23 @@ def _train_from(gan: GAN, checkpoint: callbacks.RunCheckpoint, config: TrainConf
     # The rows up to the checkpoint: the ones after it are trained again.
     logged_rows = [row for row in read_metrics((resume_from or run_dir) / "metrics.csv")
                    if row["step"] <= step]
+    # A signal reaches one worker of a cluster: they stop together, at a step they agree on.
+    agreed_stop = (AgreedStop(gan.distribute_strategy) if config.strategy == "multi_worker"
+                   else None)
     try:
-        with _SignalHandlers(_raise_stopped):
+        with _SignalHandlers(agreed_stop.request if agreed_stop else _raise_stopped):
             # Inside: this can take a while (the Inception graph).
             run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
+            if agreed_stop:
+                run_callbacks.append(agreed_stop)  # last: a due save before the step goes first
             step = _fit_to_next_log_row(gan, config, run_dir, step, run_callbacks)
             if not gan.stop_training:
                 gan.fit(_train_dataset(config, run_dir, step), steps_per_epoch=config.log_every,
                         initial_epoch=step // config.log_every,
                         epochs=math.ceil(config.steps / config.log_every),
                         callbacks=run_callbacks, verbose=0)
+            if agreed_stop:
+                agreed_stop.check()  # a signal after the last step's check
     except Stopped as stop:
         _save_after_stop(checkpoint, gan, csv_logger, stop.signum)
         raise
@@ -265,7 +276,8 @@ def _train_dataset(config: TrainConfig, run_dir: pathlib.Path, step: int) -> tf.
     """The run's training batches from generator `step` on (one batch per step)."""
     return data.make_train_dataset(
         **config.data_source(), batch_size=config.batch_size * config.n_dis,
-        seed=config.seed, start_batch=step, skipped_log=run_dir / "skipped_images.log")
+        seed=config.seed, shuffle_buffer=config.shuffle_buffer, start_batch=step,
+        skipped_log=run_dir / "skipped_images.log")
 
 
 class _TrainEndOnlyIfStopped(keras.callbacks.CallbackList):

@@ -238,20 +238,33 @@ def test_zero_kernel_gives_zeros_not_nan_and_recovers():
     assert all(float(sigma) > 0 for sigma in wrapper.sigma_estimates())
 
 
-def test_mixed_precision_keeps_power_iteration_in_float32():
-    keras.config.set_dtype_policy("mixed_float16")
+@pytest.mark.parametrize("policy, compute_dtype", [("mixed_float16", "float16"),
+                                                   ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_keeps_power_iteration_in_float32(policy, compute_dtype):
+    x = make_input((6, 6, 3), False)
+    reference = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(8, 3),
+                       (6, 6, 3), False, scale=1.2)
+    keras.config.set_dtype_policy(policy)
     try:
         wrapper = _built(BidirectionalSpectralNormalization, lambda: keras.layers.Conv2D(8, 3),
                          (6, 6, 3), False, scale=1.2)
-        outputs = wrapper(make_input((6, 6, 3), False), training=True)
-        assert keras.backend.standardize_dtype(outputs.dtype) == "float16"
-        assert all(vector.dtype == "float32" for vector in wrapper.vectors)
-        assert wrapper.layer.kernel.dtype == "float32"
-        assert all(keras.backend.standardize_dtype(sigma.dtype) == "float32"
-                   for sigma in wrapper.sigma_estimates())
-        assert np.all(np.isfinite(ops.convert_to_numpy(outputs)))
     finally:
         keras.config.set_dtype_policy("float32")
+    wrapper.set_weights(reference.get_weights())
+    outputs = wrapper(x, training=True)
+    reference(x, training=True)
+    assert keras.backend.standardize_dtype(outputs.dtype) == compute_dtype
+    assert all(vector.dtype == "float32" for vector in wrapper.vectors)
+    assert wrapper.layer.kernel.dtype == "float32"
+    sigmas = wrapper.sigma_estimates()
+    assert all(keras.backend.standardize_dtype(sigma.dtype) == "float32" for sigma in sigmas)
+    # The same float32 iteration as under the float32 policy: no rounding to compute_dtype.
+    for mixed, exact in zip(_vectors(wrapper), _vectors(reference)):
+        np.testing.assert_allclose(mixed, exact, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ops.convert_to_numpy(ops.stack(sigmas)),
+                               ops.convert_to_numpy(ops.stack(reference.sigma_estimates())),
+                               rtol=1e-6)
+    assert np.all(np.isfinite(ops.convert_to_numpy(ops.cast(outputs, "float32"))))
 
 
 def test_wrapping_a_wrapper_is_refused():

@@ -223,6 +223,10 @@ def test_a_users_mistake_is_one_error_line_and_exit_code_2(bad_input_results, co
     ("analyze", ["sweep", "--scales", "nan"]),
     ("analyze", ["collapse", "--out", "README.md/study"]),
     ("train", ["--seed", "-3"]),
+    ("train", ["--precision", "bf16"]),
+    ("train", ["--steps", "100000000000000000000"]),
+    ("train", ["--input-gradient-every", "200"]),
+    ("train", ["--mixed-precision", "--precision", "bfloat16"]),
     ("generate", ["export", "--out", "grid.png", "--seed", "1e23"]),
 ])
 def test_a_mistyped_command_line_is_answered_before_tensorflow_starts(command, arguments):
@@ -268,14 +272,16 @@ def test_help_shows_the_defaults_and_boolean_flags_have_no_forms():
 
     assert result.returncode == 0
     assert "(default: cifar10-cnn-bssn)" in text
-    assert "--no-reuse-latents" in text and "--no-mixed-precision" in text
+    assert "--no-reuse-latents" in text and "--no-jit-compile" in text
+    assert "mixed-precision" not in text  # the old name of --precision still works, unlisted
     assert "the constant c of SSN/BSSN (main preset: 1.2)" in text
 
 
 def test_every_commands_help_is_plain_text():
     # The descriptions are the command modules' docstrings, written in Markdown.
     results = run_concurrently(lambda command: _run(command, "--help"),
-                               ["train", "evaluate", "generate", "fid_stats", "analyze"])
+                               ["train", "evaluate", "generate", "fid_stats", "analyze",
+                                "feature_classifier"])
     for result in results:
         assert result.returncode == 0, result.stderr
         assert "`" not in result.stdout, result.stdout

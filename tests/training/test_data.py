@@ -19,6 +19,7 @@ from PIL import Image
 from training import data
 from training.data import archives, folders, pipeline
 from training.errors import DataError
+from training.presets import preset
 
 SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 CIFAR_ARCHIVE = SHARED_DATA / "cifar10-jpeg.tar.gz"
@@ -422,6 +423,28 @@ def test_stl10_train_split_adds_unlabelled_images(mock_tfds, tmp_path):
     assert requested == ["unlabelled+train", "test", "unlabelled"]
 
 
+@pytest.mark.parametrize("preset_name, dataset, split, tfds_split", [
+    ("stl10-cnn-bssn", "stl10", "unlabelled", "unlabelled"),
+    ("celeba-cnn-bssn", "celeb_a", "all", "train+validation+test")])
+def test_the_stl10_and_celeba_presets_read_the_official_images(preset_name, dataset, split,
+                                                               tfds_split, mock_tfds, tmp_path):
+    # The official preprocessing: STL10's unlabelled images, all of CelebA, cv2.resize's
+    # bilinear interpolation without antialiasing.
+    config = preset(preset_name)
+    assert (config.dataset, config.split, config.antialias) == (dataset, split, False)
+    as_dataset = tfds.core.DatasetBuilder.as_dataset  # The mocked one.
+    requested = []
+
+    def recording_as_dataset(self, split, **kwargs):
+        requested.append(split)
+        return as_dataset(self, split=split, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording_as_dataset)
+        data.load_images(**{**config.data_source(), "data_dir": str(tmp_path)})
+    assert requested == [tfds_split]
+
+
 def test_tfds_download_failure_says_how_to_work_offline(tmp_path, monkeypatch):
     def no_network(self, *args, **kwargs):
         raise ConnectionError("Name or service not known")
@@ -463,6 +486,28 @@ def test_train_dataset_shuffles_each_epoch_and_repeats(numbered_npz):
         assert sorted(epoch) == list(range(10))
     assert len({tuple(epoch) for epoch in epochs}) == 4
     assert tuple(epochs[0]) != tuple(range(10))
+
+
+def test_each_pass_of_cached_data_is_a_uniform_shuffle_of_all_of_it(tmp_path):
+    # More images than the fixed buffer of releases before 0.3; image i encodes i.
+    count = 12_000
+    ids = np.arange(count)
+    images = np.zeros((count, 2, 2, 3), np.uint8)
+    images[..., 0], images[..., 1] = (ids % 256)[:, None, None], (ids // 256)[:, None, None]
+    np.savez(tmp_path / "many.npz", x=images)
+
+    def first_pass(**options):
+        dataset = data.make_train_dataset("npz", str(tmp_path / "many.npz"), batch_size=100,
+                                          seed=0, **options)
+        pixels = as_uint8(take(dataset, count // 100))
+        return (pixels[:, :, 0, 0, 0].astype(int) + 256 * pixels[:, :, 0, 0, 1].astype(int)).ravel()
+
+    uniform = first_pass()
+    assert sorted(uniform) == list(range(count))
+    # The first batch draws from all of the data set (about 1 in 6 from its last 1,900)...
+    assert uniform[:100].max() >= 10_100
+    # ...where a 10,000-image buffer draws only from the first 10,099 images.
+    assert first_pass(shuffle_buffer=10_000)[:100].max() < 10_100
 
 
 def test_train_dataset_order_follows_seed(numbered_npz):

@@ -201,3 +201,35 @@ def test_sigmas_and_variances_follow_each_kernel_kinds_layout():
     for name in ("depthwise", "plain_depthwise", "plain_einsum", "einsum_logits", "embedding"):
         assert np.isfinite(values[f"diag/weight_grad/{name}"]) and (
             values[f"diag/weight_grad/{name}"] > 0), name
+
+
+def test_under_explicit_vector_updates_the_gradients_are_those_training_follows(tmp_path):
+    # The official code differentiates through a look-ahead power iteration from the stored u.
+    official = {"differentiable_power_iteration": True, "vector_updates": "explicit"}
+    images = keras.Input((8, 8, 3))
+    x = BidirectionalSpectralNormalization(keras.layers.Conv2D(4, 3, strides=2), scale=1.2,
+                                           name="conv", **official)(images)
+    logits = SpectralNormalization(keras.layers.Dense(1), name="logits", **official)(
+        keras.layers.Flatten()(keras.layers.LeakyReLU(0.1)(x)))
+    gan = GAN(_gan().generator, keras.Model(images, logits), seed=1)
+    gan.compile(d_optimizer=keras.optimizers.Adam(1e-3), g_optimizer=keras.optimizers.Adam(1e-3))
+    vectors = [np.array(weight) for weight in gan.discriminator.non_trainable_weights]
+    callback = DiagnosticsCallback(2, _images(), num_images=8, seed=5)
+    callback.set_model(gan)
+    values = callback.evaluate()
+    for before, weight in zip(vectors, gan.discriminator.non_trainable_weights):
+        np.testing.assert_array_equal(before, np.array(weight))  # u is not advanced
+
+    latents = np.random.default_rng(5).standard_normal((8, LATENT_DIM)).astype("float32")
+    fake = gan.generator(latents, training=True)
+    batch = tf.concat([_images()[:8], fake], axis=0)
+    kernel = gan.discriminator.get_layer("conv").layer.kernel
+
+    def gradient_norm(training):
+        with tf.GradientTape() as tape:
+            out = gan.discriminator(batch, training=training)[:, 0]
+            loss = tf.reduce_mean(tf.nn.relu(1.0 - out[:8]) + tf.nn.relu(1.0 + out[8:]))
+        return float(tf.norm(tape.gradient(loss, kernel)))
+
+    np.testing.assert_allclose(values["diag/weight_grad/conv"], gradient_norm(True), rtol=1e-4)
+    assert abs(gradient_norm(False) - gradient_norm(True)) > 1e-3 * gradient_norm(True)

@@ -6,10 +6,13 @@ The multi-worker tests spawn two worker processes (tests/training/multiworker_wo
 talk over localhost.
 """
 
+import contextlib
 import json
 import os
 import pathlib
+import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -25,7 +28,8 @@ from tests.training.run_files import assert_trained_alike, checkpoint_values
 from tests.strategies import two_cpu_strategy
 from training import cli
 from training.callbacks import RunCheckpoint, generator_step
-from training.errors import StrategyError
+from training.callbacks.agreed_stop import AgreedStop
+from training.errors import Stopped, StrategyError
 from training.distribute import (
     STRATEGY_NAMES,
     MultiWorkerFitMixin,
@@ -37,6 +41,10 @@ from training.distribute import (
 WORKER_SCRIPT = pathlib.Path(worker.__file__)
 REPO_ROOT = WORKER_SCRIPT.parents[2]
 WORKER_TIMEOUT_S = 120
+# Two TensorFlow starts and a compiled step on a busy 2-core machine.
+WORKER_START_TIMEOUT_S = 600
+# From a signal to both workers' exit, a checkpoint saved.
+STOP_TIMEOUT_S = 180
 
 
 def _two_cpus() -> tf.distribute.Strategy:
@@ -112,6 +120,28 @@ def test_tpu_without_a_tpu_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("TPU_NAME", raising=False)
     with pytest.raises(StrategyError, match="No TPU found"):
         make_strategy("tpu")
+
+
+# --- AgreedStop ---------------------------------------------------------------------------
+
+
+def test_agreed_stop_stops_on_a_noted_signal_and_sigterm_wins_over_ctrl_c(monkeypatch,
+                                                                          capsys):
+    stop = AgreedStop(_two_cpus())
+    stop.check()  # nothing noted: training goes on
+    stop.request(signal.SIGINT)
+    with pytest.raises(Stopped) as stopped:
+        stop.check()
+    assert stopped.value.signum == signal.SIGINT
+    assert capsys.readouterr().err == ""  # this worker's own signal: nothing more to say
+
+    # Another worker noted SIGTERM.
+    monkeypatch.setattr(stop, "_noted_by_every_replica",
+                        lambda noted: tf.stack([noted, tf.constant(signal.SIGTERM.value)]))
+    with pytest.raises(Stopped) as stopped:
+        stop.check()
+    assert stopped.value.signum == signal.SIGTERM
+    assert "SIGTERM reached another worker of the cluster" in capsys.readouterr().err
 
 
 # --- global_batch_loss and replica_latents ---------------------------------------------------
@@ -269,16 +299,12 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name__,
-                 timeout_s: float = WORKER_TIMEOUT_S, expect_failure: bool = False
-                 ) -> list[str]:
-    """Runs `python -m module` as two workers of one cluster (`{index}` in `args` is theirs,
-    and each has its own TMPDIR, `tmp_path/tmp{index}`); returns their stdouts, or with
-    `expect_failure` their stderrs once both have exited with exit code 2.
-
-    Fails the test, showing the workers' stderr, when one exits with an error (the other is
-    then killed: it would wait for its peer) or they run past WORKER_TIMEOUT_S.
-    """
+@contextlib.contextmanager
+def _started_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name__):
+    """Starts `python -m module` as two workers of one cluster (`{index}` in `args` is theirs,
+    and each has its own TMPDIR, `tmp_path/tmp{index}`); yields the processes and their
+    (stdout, stderr) files, and kills those still running at the end (one would wait for
+    its peer forever)."""
     cluster = {"worker": [f"localhost:{port}" for port in _free_ports(2)]}
     processes, logs = [], []
     try:
@@ -297,11 +323,7 @@ def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name
                        *(a.format(index=index) for a in args)]
             processes.append(subprocess.Popen(command, cwd=REPO_ROOT, env=env,
                                               stdout=stdout, stderr=stderr))
-        problem = _wait(processes, time.monotonic() + timeout_s, expect_failure)
-        outputs = []
-        for stdout, stderr in logs:
-            stdout.seek(0), stderr.seek(0)
-            outputs.append((stdout.read(), stderr.read()))
+        yield processes, logs
     finally:
         for process in processes:
             if process.poll() is None:
@@ -310,27 +332,55 @@ def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name
         for files in logs:
             for file in files:
                 file.close()
+
+
+def _outputs(logs: list[tuple]) -> list[tuple[str, str]]:
+    """The (stdout, stderr) the workers have written so far."""
+    outputs = []
+    for stdout, stderr in logs:
+        stdout.seek(0), stderr.seek(0)
+        outputs.append((stdout.read(), stderr.read()))
+    return outputs
+
+
+def _fail_showing_stderr(problem: str, processes: list[subprocess.Popen],
+                         outputs: list[tuple[str, str]]) -> None:
+    details = "\n".join(f"--- worker {index} (exit code {process.returncode}) stderr:\n"
+                        f"{err[-4000:]}" for index, (process, (_, err))
+                        in enumerate(zip(processes, outputs)))
+    pytest.fail(f"{problem}\n{details}")
+
+
+def _run_workers(tmp_path: pathlib.Path, *args: str, module: str = worker.__name__,
+                 timeout_s: float = WORKER_TIMEOUT_S, expect_failure: bool = False
+                 ) -> list[str]:
+    """Runs `python -m module` as two workers of one cluster (see `_started_workers`); returns
+    their stdouts, or with `expect_failure` their stderrs once both have exited with exit
+    code 2.
+
+    Fails the test, showing the workers' stderr, when one exits with an error (the other is
+    then killed: it would wait for its peer) or they run past WORKER_TIMEOUT_S.
+    """
+    with _started_workers(tmp_path, *args, module=module) as (processes, logs):
+        problem = _wait(processes, time.monotonic() + timeout_s,
+                        cli.EXIT_USER_ERROR if expect_failure else 0)
+        outputs = _outputs(logs)
     if problem:
-        details = "\n".join(f"--- worker {index} (exit code {process.returncode}) stderr:\n"
-                            f"{err[-4000:]}" for index, (process, (_, err))
-                            in enumerate(zip(processes, outputs)))
-        pytest.fail(f"{problem}\n{details}")
+        _fail_showing_stderr(problem, processes, outputs)
     return [err if expect_failure else out for out, err in outputs]
 
 
-def _wait(processes: list[subprocess.Popen], deadline: float, expect_failure: bool = False
-          ) -> str | None:
-    """Waits for all `processes` to exit (with 0, or 2 when `expect_failure`); returns what
-    went wrong, if anything."""
-    expected = cli.EXIT_USER_ERROR if expect_failure else 0
-    while time.monotonic() < deadline:
+def _wait(processes: list[subprocess.Popen], deadline: float, expected: int = 0) -> str | None:
+    """Waits for all `processes` to exit with `expected`; returns what went wrong, if anything."""
+    while True:
         codes = [process.poll() for process in processes]
         if any(code not in (None, expected) for code in codes):
-            return "a worker failed" if not expect_failure else "a worker did not exit with 2"
+            return f"a worker exited with {codes}, not {expected}"
         if all(code == expected for code in codes):
             return None
+        if time.monotonic() > deadline:
+            return f"the workers did not finish in time (exit codes {codes}, None: running)"
         time.sleep(0.2)
-    return "the workers did not finish in time"
 
 
 @pytest.mark.multiworker
@@ -355,16 +405,21 @@ def _run_files(run_dir: pathlib.Path) -> set[str]:
             for path in run_dir.rglob("*") if path.is_file()}
 
 
+def _small_run_flags(tmp_path: pathlib.Path) -> list[str]:
+    """Training command flags for a tiny run on 32 random 8x8 images written to `tmp_path`."""
+    images = tmp_path / "images.npz"
+    rng = np.random.default_rng(0)
+    np.savez(images, x=rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8))
+    return ["--dataset", "npz", "--data-dir", str(images), "--image-size", "8",
+            "--batch-size", "8", "--fid-every", "0", "--no-export"]
+
+
 @pytest.mark.multiworker
 def test_the_training_command_on_two_workers_writes_one_run_folder_and_resumes(tmp_path):
     from training import train
 
-    images = tmp_path / "images.npz"
-    rng = np.random.default_rng(0)
-    np.savez(images, x=rng.integers(0, 256, (32, 8, 8, 3), dtype=np.uint8))
-    flags = ["--dataset", "npz", "--data-dir", str(images), "--image-size", "8",
-             "--batch-size", "8", "--log-every", "2", "--sample-every", "2",
-             "--checkpoint-every", "2", "--fid-every", "0", "--no-export"]
+    flags = [*_small_run_flags(tmp_path), "--log-every", "2", "--sample-every", "2",
+             "--checkpoint-every", "2"]
     run = tmp_path / "run"
 
     def workers(steps: int, *outs: str, expect_failure: bool = False) -> list[str]:
@@ -394,6 +449,50 @@ def test_the_training_command_on_two_workers_writes_one_run_folder_and_resumes(t
     for stderr in workers(8, str(tmp_path / "unshared{index}"), expect_failure=True):
         assert "error: the workers resumed" in stderr and "from different steps (0, 6)" in stderr
         assert "on a filesystem they share" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.multiworker
+@pytest.mark.parametrize("signalled, stop_signal, exit_code", [
+    (1, signal.SIGTERM, 143), (0, signal.SIGINT, 130)], ids=["term-worker-1", "ctrl-c-chief"])
+def test_a_signal_to_one_worker_stops_both_after_the_same_step_and_the_run_resumes(
+        tmp_path, signalled, stop_signal, exit_code):
+    run = tmp_path / "run"
+    # Rows and saves far apart: the run folder's only checkpoint is the stop's.
+    flags = [*_small_run_flags(tmp_path), "--log-every", "1000", "--sample-every", "1000",
+             "--checkpoint-every", "1000", "--strategy", "multi_worker", "--out", str(run)]
+    with _started_workers(tmp_path, *flags, "--steps", "10000",
+                          module="training.train") as (processes, logs):
+        deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+        # Both print a progress line after their first step.
+        while not all(re.search(r"^step \d+/10000", out, re.MULTILINE)
+                      for out, _ in _outputs(logs)):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                _fail_showing_stderr("the workers did not start training", processes,
+                                     _outputs(logs))
+            time.sleep(0.5)
+        processes[signalled].send_signal(stop_signal)
+        problem = _wait(processes, time.monotonic() + STOP_TIMEOUT_S, expected=exit_code)
+        outputs = _outputs(logs)
+    if problem:
+        _fail_showing_stderr(problem, processes, outputs)
+
+    stops = [re.findall(rf"Stopped by {stop_signal.name} at step (\d+)", err)
+             for _, err in outputs]
+    assert len(stops[0]) == 1 and stops[1] == stops[0], stops
+    step = int(stops[0][0])
+    assert [path.name for path in (run / "checkpoints").glob("ckpt-*.index")] == [
+        f"ckpt-{step}.index"]
+    for _, stderr in outputs:
+        assert "Run the same command to resume" in stderr and "Traceback" not in stderr
+    # The other worker learnt of the signal from the cluster; the chief wrote the checkpoint.
+    assert f"{stop_signal.name} reached another worker" in outputs[1 - signalled][1]
+    assert not [path for index in range(2) for path in (tmp_path / f"tmp{index}").iterdir()]
+
+    stdouts = _run_workers(tmp_path, *flags, "--steps", str(step + 2), module="training.train",
+                           timeout_s=600)
+    for stdout in stdouts:
+        assert f" from step {step} (" in stdout, stdout
+    assert (run / "checkpoints" / f"ckpt-{step + 2}.index").exists()
 
 
 @pytest.mark.multiworker

@@ -323,3 +323,24 @@ def test_make_grid_places_images_row_major_between_padding():
         cell = grid[1 + 3 * row : 3 + 3 * row, 1 + 4 * col : 4 + 4 * col]
         assert (cell == value).all()
     assert grid.sum() == sum(2 * 3 * 3 * value for value in range(1, 6))  # padding stays 0
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_a_mixed_precision_generator_exports_float32_in_and_out(tmp_path, policy):
+    reference = _make_generator()
+    keras.config.set_dtype_policy(policy)
+    try:
+        generator = _make_generator()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    generator.set_weights(reference.get_weights())
+    latents = np.random.default_rng(1).normal(size=(5, LATENT_DIM)).astype("float32")
+    path = export_generator(generator, tmp_path / "mixed", METADATA)
+    serving = tf.saved_model.load(str(path)).signatures["serving_default"]
+
+    assert serving.structured_input_signature[1]["latents"].dtype == tf.float32
+    images = serving(latents=tf.constant(latents))["images"]
+    assert images.dtype == tf.float32
+    # 16-bit compute: close to the float32 generator, not equal to it.
+    np.testing.assert_allclose(images.numpy(), reference(latents, training=False).numpy(),
+                               atol=0.1)

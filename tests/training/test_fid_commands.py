@@ -113,6 +113,25 @@ def test_evaluate_without_real_features_reports_no_kid(files, tmp_path, capsys):
     assert set(json.loads(capsys.readouterr().out)) == {"fid", "is_mean", "is_std"}
 
 
+def test_statistics_of_another_extractor_of_the_same_size_are_refused(files, tmp_path,
+                                                                      capsys):
+    stats = tmp_path / "stats.npz"
+    _write_stats(files, stats)
+    recorded = metrics.load_extractor_name(stats)
+    assert recorded == ModelExtractor.from_file(files / "features.keras").name
+    other = tmp_path / "other_features.keras"
+    tiny_feature_model().save(other)  # the same feature size, other weights
+    capsys.readouterr()
+
+    status = evaluate.main([str(files / "generator.keras"), "--stats", str(stats),
+                            "--extractor", str(other), *EVALUATION_FLAGS])
+
+    error = capsys.readouterr().err
+    assert status == 2
+    assert f"holds statistics of the extractor {recorded}" in error
+    assert f"Give --extractor {recorded}" in error
+
+
 def test_evaluate_rejects_a_folder_that_is_no_export(tmp_path, capsys):
     status = evaluate.main([str(tmp_path), "--stats", "unused.npz"])
 

@@ -259,12 +259,36 @@ def test_generator_batchnorm_statistics_move_in_the_forwards_the_setting_names(
                                rtol=1e-4, atol=1e-6)
 
 
-def test_mixed_float16_trains_with_dynamic_loss_scaling_like_float32():
+@pytest.mark.parametrize("wrapper_options, training", [(OFFICIAL_WRAPPERS, True), ({}, False)])
+def test_the_gradient_penalty_sees_the_discriminator_of_the_loss(wrapper_options, training):
+    gan = _gan(loss="wasserstein", gradient_penalty=1.0, wrapper_options=wrapper_options)
+    real = _real_images(8)
+    fake = np.tanh(np.random.default_rng(1).standard_normal((8, 8, 8, 3))).astype("float32")
+    penalty = gan._gradient_penalty(real, fake, 0)
+    mix = gan._latents(8, gan_module._PENALTY_STREAM, 0, width=1, uniform=True)
+    interpolates = tf.constant(real + np.reshape(mix, (-1, 1, 1, 1)) * (fake - real))
+
+    def penalty_of(discriminator_training):
+        with tf.GradientTape() as tape:
+            tape.watch(interpolates)
+            logits = gan.discriminator(interpolates, training=discriminator_training)
+        norms = tf.norm(tf.reshape(tape.gradient(logits, interpolates), (8, -1)), axis=1)
+        return (norms - 1.0) ** 2
+
+    # Official: the look-ahead sigma the loss's training call uses; in-call updates: the u
+    # that call stored (a training call here would advance it again).
+    np.testing.assert_allclose(penalty, penalty_of(training), rtol=1e-4)
+    if training:
+        assert not np.allclose(penalty, penalty_of(False), rtol=1e-3)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_like_float32(policy):
     reference = _gan(wrapper_options=OFFICIAL_WRAPPERS, reuse_latents=True)
     initial = (reference.generator.get_weights(), reference.discriminator.get_weights())
     deltas = {}
-    for policy in ("float32", "mixed_float16"):
-        keras.config.set_dtype_policy(policy)
+    for trained_policy in ("float32", policy):
+        keras.config.set_dtype_policy(trained_policy)
         try:
             gan = _gan(wrapper_options=OFFICIAL_WRAPPERS, reuse_latents=True)
             gan.generator.set_weights(initial[0])
@@ -273,16 +297,41 @@ def test_mixed_float16_trains_with_dynamic_loss_scaling_like_float32():
         finally:
             keras.config.set_dtype_policy("float32")
         assert np.isfinite(history.history["d_loss"][-1])
-        deltas[policy] = [after - before for before, after in
-                          zip(initial[1], gan.discriminator.get_weights())]
-        if policy == "mixed_float16":
-            for optimizer in (gan.d_optimizer, gan.g_optimizer):
-                assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-                assert float(optimizer.dynamic_scale) > 1.0  # the loss was scaled up
-            assert int(gan.g_optimizer.iterations) == 2
-    kernel = 0  # the conv kernel: float16 compute, float32 updates close to float32 training
-    np.testing.assert_allclose(deltas["mixed_float16"][kernel], deltas["float32"][kernel],
+        deltas[trained_policy] = [after - before for before, after in
+                                  zip(initial[1], gan.discriminator.get_weights())]
+    # Weights, BatchNorm statistics, power-iteration vectors, optimizer slots, the logged means.
+    variables = [*gan.weights, *gan.d_optimizer.variables, *gan.g_optimizer.variables,
+                 *(variable for tracker in gan.metrics for variable in tracker.variables)]
+    assert {variable.dtype for variable in variables if "float" in variable.dtype} == {"float32"}
+    scaled = [isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+              for optimizer in (gan.d_optimizer, gan.g_optimizer)]
+    if policy == "mixed_float16":  # float16 gradients underflow without it
+        assert all(scaled)
+        assert all(float(optimizer.dynamic_scale) > 1.0  # the loss was scaled up
+                   for optimizer in (gan.d_optimizer, gan.g_optimizer))
+    else:  # bfloat16 has float32's exponent range
+        assert not any(scaled)
+    assert int(gan.g_optimizer.iterations) == 2
+    kernel = 0  # the conv kernel: 16-bit compute, float32 updates close to float32 training
+    np.testing.assert_allclose(deltas[policy][kernel], deltas["float32"][kernel],
                                rtol=0.1, atol=2e-4)
+
+
+def test_input_gradients_measured_every_kth_step_are_those_of_every_step():
+    def trained(every, steps_per_epoch, epochs):
+        keras.utils.set_random_seed(0)
+        gan = _gan(input_gradient_every=every)
+        gan.fit(_dataset(8, 6), steps_per_epoch=steps_per_epoch, epochs=epochs, verbose=0)
+        return gan
+
+    every_step = trained(1, steps_per_epoch=1, epochs=6).history.history
+    sampled = trained(3, steps_per_epoch=3, epochs=2)
+    # Steps 0 and 3 are measured; training itself is untouched by the measuring.
+    for name in ("grad_norm_real", "grad_norm_fake"):
+        np.testing.assert_allclose(sampled.history.history[name],
+                                   [every_step[name][0], every_step[name][3]], rtol=1e-6)
+    for before, after in zip(trained(1, 6, 1).get_weights(), sampled.get_weights()):
+        np.testing.assert_array_equal(before, after)
 
 
 def _record_draws(monkeypatch) -> list[tuple[int, int, np.ndarray]]:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from training import presets
+from training import presets, runs
 from training.experiments.cells import Cell
 from training.experiments.training_runs import TrainingSetup
 from training.presets import PRESETS, TrainConfig, preset
@@ -71,6 +71,24 @@ def test_a_config_saved_before_the_semantics_settings_reads_as_the_old_semantics
     config = TrainConfig.from_dict({"norm": "bssn", "scale": 1.2})
     assert (config.differentiable_power_iteration, config.vector_updates,
             config.bn_momentum) == (False, "in_call", 0.99)
+
+
+@pytest.mark.parametrize("mixed_precision, precision", [(True, "float16"), (False, "float32")])
+def test_a_config_saved_with_mixed_precision_reads_as_its_precision(mixed_precision, precision):
+    saved = {**dataclasses.asdict(preset("cifar10-cnn-bssn", precision=precision)),
+             "input_gradient_every": 1}
+    del saved["precision"]
+    saved["mixed_precision"] = mixed_precision  # as 0.2 wrote it
+    assert TrainConfig.from_dict(saved).precision == precision
+    assert runs.config_changes(saved, preset("cifar10-cnn-bssn", precision=precision)) == []
+    assert runs.config_changes(saved, preset("cifar10-cnn-bssn", precision="bfloat16")) == [
+        f"precision: {precision!r} -> 'bfloat16'"]
+
+
+def test_a_config_saved_before_sampled_input_gradients_measured_every_step():
+    assert TrainConfig.from_dict({"norm": "bssn"}).input_gradient_interval() == 1
+    assert preset("cifar10-cnn-bssn").input_gradient_interval() == 10
+    assert preset("cifar10-cnn-bssn", log_every=4).input_gradient_interval() == 4
 
 
 def test_the_report_table_of_departures_names_every_semantics_setting():

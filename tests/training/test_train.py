@@ -148,6 +148,30 @@ def test_changed_config_is_refused_unless_forced(images_npz, four_step_run, tmp_
                             "--force")) == 0
 
 
+def test_a_run_folder_of_release_0_2_resumes_with_its_precision(images_npz, four_step_run,
+                                                                 tmp_path):
+    out = _copy_of(four_step_run, tmp_path)
+    config = json.loads((out / "config.json").read_text())
+    for added in ("precision", "input_gradient_every"):
+        del config[added]
+    (out / "config.json").write_text(json.dumps({**config, "mixed_precision": False}))
+    assert train.main(_args(images_npz, out, 6, "--no-export")) == 0
+    assert [row["step"] for row in read_metrics(out / "metrics.csv")][-1] == 6
+    assert train.main(_args(images_npz, out, 8, "--no-export", "--precision", "float16")) == 2
+
+
+def test_a_bfloat16_run_trains_and_exports_float32_images(images_npz, tmp_path, capsys):
+    out, saved = tmp_path / "run", tmp_path / "saved_models"
+    assert train.main(_args(images_npz, out, 2, "--precision", "bfloat16",
+                            "--saved-models", str(saved))) == 0
+    assert json.loads((out / "config.json").read_text())["precision"] == "bfloat16"
+    rows = read_metrics(out / "metrics.csv")
+    assert all(np.isfinite(value) for row in rows for value in row.values())
+    images = tf.saved_model.load(str(saved / "run")).signatures["serving_default"](
+        latents=tf.zeros((2, 128)))["images"]
+    assert images.dtype == tf.float32
+
+
 def test_a_forced_change_the_checkpoints_cannot_take_leaves_the_run_as_it_was(
         images_npz, four_step_run, tmp_path, capsys):
     out = _copy_of(four_step_run, tmp_path)

@@ -31,7 +31,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
 
     Every `every_n_steps` generator steps (and once when training starts, at the step it
     starts from) the callback measures, for the GAN passed to `fit` (a `training.GAN`, or any
-    model with `generator`, `discriminator`, `latent_dim`, `loss_name` and `step`):
+    model with `generator`, `discriminator`, `discriminator_logits`, `latent_dim`, `loss_name`
+    and `step`):
 
     - `diag/weight_grad/<layer>`: the norm of the gradient of D's loss (the GAN's loss, averaged
       over `num_images` real and as many generated images; no gradient penalty) with respect
@@ -51,9 +52,11 @@ class DiagnosticsCallback(keras.callbacks.Callback):
     not; where each keeps its kernel, and how the kernel's axes make the matrix views, is
     `keras_bssn.spectral.kernel_layout`'s answer, as for the normalization itself.
 
-    Nothing in the model changes: D runs in inference mode (the stored power-iteration
-    vectors, not advanced), and G in training mode, as in the discriminator step, but inside a
-    `keras.StatelessScope` that discards its BatchNorm statistics updates. The real images and
+    Nothing in the model changes: D runs as the losses see it (`GAN.discriminator_logits`:
+    with explicit vector updates the look-ahead sigma, differentiated as training does, which
+    stores nothing; otherwise the stored vectors, not advanced), and G in training mode, as in
+    the discriminator step, but inside a `keras.StatelessScope` that discards its BatchNorm
+    statistics updates. The real images and
     latents are the same at every measurement, so the values move only with the weights.
 
     Logging: every measurement goes to `history` (dicts with `step` and the values) and, if
@@ -120,7 +123,8 @@ class DiagnosticsCallback(keras.callbacks.Callback):
         images = ops.concatenate([real, ops.cast(fake, real.dtype)], axis=0)
         with tf.GradientTape() as tape, tf.GradientTape() as input_tape:
             input_tape.watch(images)
-            logits = ops.cast(discriminator(images, training=False), "float32")
+            # The gradient training follows (through the power iteration where it does).
+            logits = ops.cast(gan.discriminator_logits(images), "float32")
             real_loss, fake_loss = losses.discriminator_loss(gan.loss_name,
                                                              *ops.split(logits, 2, axis=0))
             loss = ops.mean(real_loss + fake_loss)

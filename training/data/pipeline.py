@@ -62,6 +62,10 @@ def load_images(
     return source.images.map(to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+# The shuffle buffer of data too large to cache in memory (and of runs before 0.3).
+DEFAULT_SHUFFLE_BUFFER = 10_000
+
+
 def make_train_dataset(
     dataset: str,
     data_dir: str | None,
@@ -69,7 +73,7 @@ def make_train_dataset(
     image_size: int | None = None,
     split: str = "train",
     seed: int | None = None,
-    shuffle_buffer: int = 10_000,
+    shuffle_buffer: int | None = None,
     cache: bool = True,
     start_batch: int = 0,
     crop_size: int | None = None,
@@ -85,7 +89,9 @@ def make_train_dataset(
         seed: shuffle seed (combined with TensorFlow's global seed, as tf.data does); the
             order changes every epoch but repeats run to run. None shuffles differently
             each run.
-        shuffle_buffer: number of images the shuffle draws from.
+        shuffle_buffer: number of images the shuffle draws from. None: all of them where
+            they are cached in memory (each pass is a uniform random permutation of the data
+            set), else `DEFAULT_SHUFFLE_BUFFER` (a local shuffle of the source's order).
         cache: keep decoded images in memory after the first epoch, so that decoding runs
             once, unless they would take more than `MEMORY_CACHE_LIMIT_BYTES`.
         start_batch: batches a resumed run has already trained on. With a seed and cached
@@ -110,6 +116,8 @@ def make_train_dataset(
     cached = cache and _fits_in_memory(source)
     if cached:
         images = images.cache()
+    if shuffle_buffer is None:
+        shuffle_buffer = source.num_images if cached else DEFAULT_SHUFFLE_BUFFER
     skip_to_start = seed is not None and cached
     if seed is not None and not skip_to_start:
         seed += start_batch

@@ -45,6 +45,7 @@ TFDS_SPECS = {
     "celeb_a": TfdsSpec(
         image_size=64,
         crop_size=128,
+        splits={"all": "train+validation+test"},  # the 202,599 images the official code uses
         fix="Without internet access (TFDS fetches CelebA from Google Drive, which often "
         "refuses), use --dataset folder --data-dir <img_align_celeba folder or .tar.gz> "
         "--image-size 64 --crop-size 128 (the paper's crop).",

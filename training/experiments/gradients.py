@@ -85,6 +85,7 @@ def diagnostics_history(config: TrainConfig, num_images: int,
     real = data.load_images(**config.data_source())
     callback = DiagnosticsCallback(1, real, num_images=num_images, seed=config.seed)
     batches = data.make_train_dataset(**config.data_source(), batch_size=config.batch_size,
+                                      shuffle_buffer=config.shuffle_buffer,
                                       seed=config.seed)
     gan.fit(batches, steps_per_epoch=config.steps, epochs=1, callbacks=[callback], verbose=0,
             shuffle=False)
