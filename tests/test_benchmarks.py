@@ -160,3 +160,16 @@ def test_bench_torch_sngan_times_float32_and_bfloat16():
                      re.MULTILINE)
     _assert_clock_tables(output, ["PyTorch SNGAN-CNN, float32",
                                   "PyTorch SNGAN-CNN, autocast bfloat16"])
+
+
+def test_every_benchmark_command_of_the_readme_takes_its_flags():
+    # Run whole by the person who measured (minutes each); here, their flags as written.
+    import importlib
+    import shlex
+
+    commands = re.findall(r"`python -m benchmarks\.(\w+)([^`]*)`",
+                          (REPO / "README.md").read_text())
+    assert {script for script, _ in commands} >= {"bench_gan_step", "bench_torch_sngan"}
+    for script, flags in commands:
+        module = importlib.import_module(f"benchmarks.{script}")
+        module.build_parser().parse_args(shlex.split(flags))

@@ -7,6 +7,8 @@ exit code 2 and no traceback. Any other exception is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import errno
+import os
 import signal
 
 
@@ -48,3 +50,11 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def is_disk_full(error: Exception) -> bool:
+    """Whether `error` (an OSError, or TensorFlow's error for one) says the disk is full."""
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOSPC
+    # TensorFlow's file system turns ENOSPC into its own errors, with the system's message.
+    return os.strerror(errno.ENOSPC) in str(error)

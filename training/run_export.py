@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import pathlib
 
+import tensorflow as tf
+
 from training.building import restore_gan
 from training.callbacks.steps import generator_step
 from training.distribute import make_strategy
-from training.errors import RunFolderError
+from training.errors import OutputPathError, RunFolderError, is_disk_full
 from training.export import check_export_path, export_generator
 from training.gan import GAN
 from training.presets import TrainConfig
@@ -57,5 +59,14 @@ def export(gan: GAN, config: TrainConfig, run_dir: pathlib.Path,
     metadata = {"normalization": config.norm, "scale": config.scale, "dataset": config.dataset,
                 "architecture": config.arch, "step": generator_step(gan),
                 "ema": config.ema_decay is not None}
-    return export_generator(gan.prepare_sampling_generator(),
-                            _export_path(config, run_dir, saved_models), metadata)
+    path = _export_path(config, run_dir, saved_models)
+    try:
+        return export_generator(gan.prepare_sampling_generator(), path, metadata)
+    except (OSError, tf.errors.OpError) as error:
+        if not is_disk_full(error):
+            raise
+        # The export is written aside and renamed into place: an earlier one is intact.
+        raise OutputPathError(
+            f"the disk of {path} is full ({error}). The run's checkpoints are intact; free "
+            f"some space and export them with python -m training.train --export-only --out "
+            f"{run_dir} .") from None

@@ -35,7 +35,7 @@ from training.callbacks.metrics_csv import read_metrics
 from training.callbacks.progress import FirstStepNotice
 from training.callbacks.steps import generator_step
 from training.distribute import gather_across_workers, make_strategy
-from training.errors import DataError, RunFolderError, Stopped
+from training.errors import DataError, RunFolderError, Stopped, is_disk_full
 from training.gan import GAN
 from training.inception import ExtractorError, make_extractor
 from training.presets import TrainConfig
@@ -256,20 +256,13 @@ def _disk_full_is_an_error(checkpoint: callbacks.RunCheckpoint, run_dir: pathlib
     try:
         yield
     except (OSError, tf.errors.ResourceExhaustedError) as error:
-        if not _is_disk_full(error):
+        if not is_disk_full(error):
             raise
         last = checkpoint.latest or "none yet (a rerun starts at step 0)"
         raise RunFolderError(
             f"the disk of {run_dir} is full ({os.strerror(errno.ENOSPC)}). The last good "
             f"checkpoint is {last}; free some space and run the same command to resume."
         ) from None
-
-
-def _is_disk_full(error: Exception) -> bool:
-    if isinstance(error, OSError):
-        return error.errno == errno.ENOSPC
-    # TensorFlow's file system turns ENOSPC into this error, with the system's message.
-    return os.strerror(errno.ENOSPC) in str(error)
 
 
 def _train_dataset(config: TrainConfig, run_dir: pathlib.Path, step: int) -> tf.data.Dataset:

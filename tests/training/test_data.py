@@ -1,5 +1,6 @@
 """Tests for training.data: real CIFAR-10 and CelebA files, NumPy arrays, mocked TFDS, bad input."""
 
+import contextlib
 import io
 import os
 import re
@@ -407,7 +408,9 @@ def test_a_crop_larger_than_a_tfds_data_sets_images_is_refused(mock_tfds, tmp_pa
         data.load_images("cifar10", data_dir=str(tmp_path), crop_size=40)
 
 
-def test_stl10_train_split_adds_unlabelled_images(mock_tfds, tmp_path):
+@contextlib.contextmanager
+def recorded_tfds_splits():
+    """Within the block (inside `mock_tfds`), the TFDS splits asked for, in order."""
     as_dataset = tfds.core.DatasetBuilder.as_dataset  # The mocked one.
     requested = []
 
@@ -418,6 +421,11 @@ def test_stl10_train_split_adds_unlabelled_images(mock_tfds, tmp_path):
     # Undone before mock_tfds restores the real method (the monkeypatch fixture would be later).
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording_as_dataset)
+        yield requested
+
+
+def test_stl10_train_split_adds_unlabelled_images(mock_tfds, tmp_path):
+    with recorded_tfds_splits() as requested:
         for split in ("train", "test", "unlabelled"):
             data.load_images("stl10", data_dir=str(tmp_path), split=split)
     assert requested == ["unlabelled+train", "test", "unlabelled"]
@@ -432,15 +440,7 @@ def test_the_stl10_and_celeba_presets_read_the_official_images(preset_name, data
     # bilinear interpolation without antialiasing.
     config = preset(preset_name)
     assert (config.dataset, config.split, config.antialias) == (dataset, split, False)
-    as_dataset = tfds.core.DatasetBuilder.as_dataset  # The mocked one.
-    requested = []
-
-    def recording_as_dataset(self, split, **kwargs):
-        requested.append(split)
-        return as_dataset(self, split=split, **kwargs)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tfds.core.DatasetBuilder, "as_dataset", recording_as_dataset)
+    with recorded_tfds_splits() as requested:
         data.load_images(**{**config.data_source(), "data_dir": str(tmp_path)})
     assert requested == [tfds_split]
 

@@ -505,6 +505,24 @@ def test_a_full_disk_ends_the_run_with_the_last_good_checkpoint(images_npz, four
     assert _checkpoint_names(out) == ["ckpt-2.index", "ckpt-4.index", "ckpt-6.index"]
 
 
+def test_a_full_disk_at_the_export_keeps_the_run_and_names_the_export_command(
+        images_npz, four_step_run, tmp_path, capsys, monkeypatch):
+    from training import run_export
+
+    out, saved = _copy_of(four_step_run, tmp_path), tmp_path / "saved_models"
+
+    def export_on_a_full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(run_export, "export_generator", export_on_a_full_disk)
+    assert train.main(_args(images_npz, out, 4, "--saved-models", str(saved))) == 2
+    error = capsys.readouterr().err
+    assert f"error: the disk of {saved / 'run'} is full (" in error and "Traceback" not in error
+    assert f"python -m training.train --export-only --out {out} ." in error
+    monkeypatch.undo()  # space freed
+    assert train.main(["--export-only", "--out", str(out), "--saved-models", str(saved)]) == 0
+
+
 def test_a_damaged_state_file_resumes_from_the_newest_checkpoint(images_npz, four_step_run,
                                                                   tmp_path, capsys):
     out = _copy_of(four_step_run, tmp_path)
