@@ -119,13 +119,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     overrides = {name: getattr(args, name) for name in (*_OVERRIDES, "jit_compile")
                  if getattr(args, name, None) is not None}
     if args.mixed_precision is not None:
+        old_flag = "--mixed-precision" if args.mixed_precision else "--no-mixed-precision"
         precision = "float16" if args.mixed_precision else "float32"
         if overrides.setdefault("precision", precision) != precision:
-            raise UsageError(f"--{'' if args.mixed_precision else 'no-'}mixed-precision and "
-                             f"--precision {overrides['precision']} disagree; give --precision "
-                             "alone (--mixed-precision is its old name).")
-        print(f"note: --{'' if args.mixed_precision else 'no-'}mixed-precision is now "
-              f"--precision {precision}.", file=sys.stderr)
+            raise UsageError(f"{old_flag} and --precision {overrides['precision']} disagree; "
+                             "give --precision alone (--mixed-precision is its old name).")
+        print(f"note: {old_flag} is now --precision {precision}.", file=sys.stderr)
     return preset(args.preset, args.semantics, **overrides)
 
 
