@@ -9,7 +9,7 @@ import contextlib
 import dataclasses
 import os
 import platform
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks import timing  # noqa: E402
 from benchmarks.timing import Samples, Step  # noqa: E402
-from training.building import build_gan as build_preset_gan  # noqa: E402
+from training.building import build_gan as build_preset_gan, dtype_policy_kept  # noqa: E402
 from training.gan import GAN  # noqa: E402
 from training.networks.cnn import cnn_discriminator  # noqa: E402
 from training.presets import PRECISIONS, TrainConfig, preset, semantics  # noqa: E402
@@ -70,18 +70,13 @@ def add_precision_argument(parser: argparse.ArgumentParser, default: Sequence[st
                              f"(default: {' '.join(default)})")
 
 
-@contextlib.contextmanager
-def precision_policy(precision: str) -> Iterator[None]:
-    """Keras's global dtype policy of `precision` inside, float32 after.
+def precision_policy(precision: str) -> contextlib.AbstractContextManager:
+    """Keras's global dtype policy of `precision` inside, the one before (float32) after.
 
     Layers and optimizers take the policy when they are made, and the GAN decides on loss
     scaling when it is compiled: build, compile and trace a variant's step inside.
     """
-    keras.config.set_dtype_policy(PRECISIONS[precision])
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy("float32")
+    return dtype_policy_kept(PRECISIONS[precision])
 
 
 # The README's main command: `python -m training.train --preset cifar10-cnn-bssn --semantics keras`.

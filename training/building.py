@@ -7,7 +7,9 @@ What training, exporting and the experiments share: `build_gan` makes the compil
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
+from collections.abc import Iterator
 
 import keras
 import tensorflow as tf
@@ -18,6 +20,19 @@ from training.errors import RunFolderError, UsageError
 from training.gan import GAN
 from training.networks import build_networks
 from training.presets import PRECISIONS, TrainConfig
+
+
+@contextlib.contextmanager
+def dtype_policy_kept(policy: str | None = None) -> Iterator[None]:
+    """Keras's global dtype policy: `policy` inside the block (unchanged when None), and after
+    it the one before (`build_gan` sets the policy of a run's precision)."""
+    before = keras.config.dtype_policy()
+    if policy is not None:
+        keras.config.set_dtype_policy(policy)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(before)
 
 
 def build_gan(config: TrainConfig) -> GAN:

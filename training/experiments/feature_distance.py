@@ -21,11 +21,10 @@ distance, images) and `feature-distance.png`.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import pathlib
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import keras
@@ -33,7 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from training import metrics
-from training.building import restore_gan
+from training.building import dtype_policy_kept, restore_gan
 from training.callbacks.checkpoints import checkpoint_steps
 from training.data import load_images
 from training.errors import RunFolderError
@@ -102,7 +101,7 @@ def run(out: pathlib.Path, extractor_name: str, runs: Sequence[pathlib.Path], da
              "fd": _distance(extractor, images, num_images, reference),
              "num_images": num_images} for name, images in baselines.items()]
     for run_dir in runs:
-        with _global_policy_kept():
+        with dtype_policy_kept():
             step, fd = _run_distance(run_dir, extractor, reference, num_images)
         rows.append({"name": str(run_dir), "step": step, "fd": fd, "num_images": num_images})
     reporting.write_csv(out / "feature-distance.csv", rows, COLUMNS)
@@ -166,15 +165,6 @@ def _run_distance(run_dir: pathlib.Path, extractor: FeatureExtractor,
                                 config.latent_dim, extractor, reference,
                                 num_samples=num_images, seed=_SEED)
     return checkpoint.step, scores[FID]
-
-
-@contextlib.contextmanager
-def _global_policy_kept() -> Iterator[None]:
-    policy = keras.config.dtype_policy()
-    try:
-        yield
-    finally:
-        keras.config.set_dtype_policy(policy)
 
 
 def plot(rows: Sequence[dict[str, Any]], title: str) -> Figure:
