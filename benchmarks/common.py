@@ -18,6 +18,7 @@ import numpy as np
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import training  # noqa: E402,F401  (TensorFlow's CPU kernels as the commands choose them)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -169,14 +170,14 @@ def environment_report(jit: bool, backend_info: bool) -> str:
         f"TensorFlow {tf.__version__}, Keras {keras.__version__} "
         f"(backend: {keras.backend.backend()}), Python {platform.python_version()}",
         f"device: {', '.join(devices())}; {os.cpu_count()} CPU cores visible; "
-        f"XLA: {'on' if jit else 'off'}",
+        f"XLA: {'on' if jit else 'off'}; "
+        f"oneDNN kernels: TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}",
     ]
     if backend_info:
         build = tf.sysconfig.get_build_info()
         lines += [
             f"CPU: {_cpu_model()}",
-            f"TF built with CUDA: {build.get('is_cuda_build', False)}; "
-            f"oneDNN: {os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'default (on for x86)')}",
+            f"TF built with CUDA: {build.get('is_cuda_build', False)}",
             f"TF threads: intra-op {tf.config.threading.get_intra_op_parallelism_threads()}, "
             f"inter-op {tf.config.threading.get_inter_op_parallelism_threads()} (0 = all cores)",
             f"floatx: {keras.config.floatx()}; dtype policy: {keras.config.dtype_policy().name}",

@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import training  # noqa: E402,F401  (TensorFlow's CPU kernels as the commands choose them)
 import keras  # noqa: E402
 import pytest  # noqa: E402
 

@@ -27,6 +27,9 @@ Experiments (each writes `<experiment>.csv` and `<experiment>.png` to `--out`, d
   real training images in the features of `--extractor` (a classifier of
   `training.feature_classifier`), next to real test images, blurred test images and noise
   (`training.experiments.feature_distance`).
+- `input-gradient-sampling`: from a run that logged every step's `||grad_x D||`, the rows a
+  run measuring every `--every`-th step would log, against the every-step rows, in standard
+  errors (`training.experiments.input_gradient_sampling`).
 
 Data defaults to the shared CIFAR-10 JPEGs (`../shared/data/cifar10-jpeg.tar.gz`) when they
 exist, else TFDS `cifar10`.
@@ -128,9 +131,17 @@ def _feature_distance_configs(args: argparse.Namespace) -> list[TrainConfig]:
     return feature_distance.check_settings(args.runs)
 
 
+def _input_gradient_sampling_configs(args: argparse.Namespace) -> list[TrainConfig]:
+    from training.experiments import input_gradient_sampling
+
+    input_gradient_sampling.check_settings(args.run, args.every, args.row_steps)
+    return []  # the run's own configuration was checked when it trained
+
+
 _RUN_CONFIGS = {"init-variance": _init_variance_configs, "gradients": _gradients_configs,
                 "sweep": _sweep_configs, "collapse": _collapse_configs,
-                "artifacts": _artifacts_configs, "feature-distance": _feature_distance_configs}
+                "artifacts": _artifacts_configs, "feature-distance": _feature_distance_configs,
+                "input-gradient-sampling": _input_gradient_sampling_configs}
 
 
 # Each experiment: run it with the flags, return the summary lines to print. Each imports its
@@ -181,9 +192,17 @@ def _feature_distance(args: argparse.Namespace) -> list[str]:
         args.out, args.extractor, args.runs, args.dataset, args.data_dir, args.num))
 
 
+def _input_gradient_sampling(args: argparse.Namespace) -> list[str]:
+    from training.experiments import input_gradient_sampling
+
+    return input_gradient_sampling.summary(input_gradient_sampling.run(
+        args.out, args.run, args.every, args.row_steps))
+
+
 _EXPERIMENTS = {"init-variance": _init_variance, "gradients": _gradients, "sweep": _sweep,
                 "collapse": _collapse, "artifacts": _artifacts,
-                "feature-distance": _feature_distance}
+                "feature-distance": _feature_distance,
+                "input-gradient-sampling": _input_gradient_sampling}
 
 
 def _sweep_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -294,6 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     distance.add_argument("--num", type=cli.sample_count, default=10_000,
                           help="images of each set: the real train images, the baselines and "
                                "each run's samples")
+
+    sampling = experiments.add_parser(
+        "input-gradient-sampling", help="||grad_x D|| measured every k-th step against every "
+        "step", **formatter)
+    _add_out_flag(sampling)
+    sampling.add_argument("run", type=pathlib.Path,
+                          help="a run folder trained with --log-every 1 --input-gradient-every 1")
+    sampling.add_argument("--every", type=cli.positive_int, default=10,
+                          help="measure on every k-th step (training's default: 10)")
+    sampling.add_argument("--row-steps", type=cli.positive_int, default=100,
+                          help="steps per metrics row (training's default --log-every: 100)")
     return parser
 
 

@@ -12,14 +12,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import pathlib
+import signal
 import sys
 import tempfile
 import textwrap
 
 from training import cli
-from training.errors import UsageError
+from training.errors import Stopped, UsageError
 from training.presets import PRESETS, SEMANTICS_NAMES, TrainConfig, preset
 from training.runs import RunFolderLock, check_run_folder, check_writable_folder, saved_config
+from training.signals import SignalHandlers, StopRequest
 
 # Flags that override a preset field of the same name (dashes for underscores).
 _OVERRIDES: dict[str, tuple[type, str]] = {
@@ -176,6 +178,17 @@ def _train(args: argparse.Namespace) -> int:
     # Before anything is written; the values at once, not after TensorFlow's start.
     config.validate_values()
     check_writable_folder(run_dir, "--out")
+    if config.strategy != "multi_worker":
+        return _start_and_train(args, config, run_dir)
+    # A signal reaches one worker of a cluster: from here on it is noted, and the workers act
+    # on it together, where they agree (callbacks.AgreedStop), or after the export.
+    stop_request = StopRequest()
+    with SignalHandlers(stop_request.note):
+        return _start_and_train(args, config, run_dir, stop_request)
+
+
+def _start_and_train(args: argparse.Namespace, config: TrainConfig, run_dir: pathlib.Path,
+                     stop_request: StopRequest | None = None) -> int:
     # The first of the start's phases (training.trainer says the others): 5-20 s.
     print("starting TensorFlow...", flush=True)
     cli.start_tensorflow()  # quietly, before the checks of names load it
@@ -194,14 +207,14 @@ def _train(args: argparse.Namespace) -> int:
     # corrected command.
     check_data(config)
     if not writes_run_files(config.strategy):
-        return _train_as_other_worker(args, config, run_dir)
+        return _train_as_other_worker(args, config, run_dir, stop_request)
     with RunFolderLock(run_dir):
         check_run_folder(run_dir, config, args.force)
-        return _train_and_export(args, config, run_dir, args.saved_models)
+        return _train_and_export(args, config, run_dir, args.saved_models, stop_request)
 
 
 def _train_as_other_worker(args: argparse.Namespace, config: TrainConfig,
-                           run_dir: pathlib.Path) -> int:
+                           run_dir: pathlib.Path, stop_request: StopRequest) -> int:
     """A multi-worker task that is not the chief: it runs every step, save and export with
     the chief (they run collectives) but writes to a scratch folder it deletes at the end, and
     resumes from the chief's run folder, so the run folder holds one run's files."""
@@ -209,16 +222,17 @@ def _train_as_other_worker(args: argparse.Namespace, config: TrainConfig,
     with tempfile.TemporaryDirectory(prefix="keras_bssn-worker-") as scratch:
         scratch_dir = pathlib.Path(scratch)
         return _train_and_export(args, config, scratch_dir / run_dir.name,
-                                 scratch_dir / "saved_models", resume_from=run_dir)
+                                 scratch_dir / "saved_models", stop_request,
+                                 resume_from=run_dir)
 
 
 def _train_and_export(args: argparse.Namespace, config: TrainConfig, run_dir: pathlib.Path,
-                      saved_models: str | pathlib.Path,
+                      saved_models: str | pathlib.Path, stop_request: StopRequest | None,
                       resume_from: pathlib.Path | None = None) -> int:
     from training.run_export import export
     from training.trainer import train
 
-    result = train(config, run_dir, resume_from)
+    result = train(config, run_dir, resume_from, stop_request)
     if result.diverged:
         print(f"error: stopped, {result.diverged}. The last good checkpoint is "
               f"{result.checkpoint}; lower the learning rates or change --scale and "
@@ -228,6 +242,12 @@ def _train_and_export(args: argparse.Namespace, config: TrainConfig, run_dir: pa
         path = export(result.gan, config, run_dir, saved_models)
         if resume_from is None:
             print(f"Exported the generator to {path}")
+    if stop_request and stop_request.signum:
+        # Noted after the workers' last agreed check: the export, which they run together,
+        # is done, and no collective follows; each stops with what reached it.
+        print(f"Stopped by {signal.Signals(stop_request.signum).name} after the run's end: "
+              f"it is complete at step {result.step}.", file=sys.stderr)
+        raise Stopped(stop_request.signum)
     return 0
 
 

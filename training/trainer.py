@@ -21,7 +21,6 @@ import pathlib
 import signal
 import sys
 import warnings
-from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -40,8 +39,8 @@ from training.gan import GAN
 from training.inception import ExtractorError, make_extractor
 from training.presets import TrainConfig
 from training.runs import write_config
+from training.signals import SignalHandlers, StopRequest, raise_stopped
 
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # The start-up phases and "Resuming ...": on stdout with the progress lines, flushed, so that
 # they show at once when stdout is a pipe (`| tee`) too.
 _say = functools.partial(print, flush=True)
@@ -56,26 +55,6 @@ class TrainingResult:
     step: int
     checkpoint: str | None
     diverged: str | None = None
-
-
-class _SignalHandlers:
-    """Within the block, Ctrl-C and SIGTERM go to `handler`, whatever handlers the process
-    inherited (a child of a shell without job control starts with SIGINT ignored)."""
-
-    def __init__(self, handler: Callable | int):
-        self.handler = handler
-
-    def __enter__(self):
-        self.previous = {signum: signal.signal(signum, self.handler) for signum in _STOP_SIGNALS}
-        return self
-
-    def __exit__(self, *exc_info):
-        for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
-
-
-def _raise_stopped(signum, frame):
-    raise Stopped(signum)
 
 
 def _fid_callback(config: TrainConfig, run_dir: pathlib.Path) -> callbacks.FIDCallback | None:
@@ -171,7 +150,8 @@ def _callbacks(config: TrainConfig, run_dir: pathlib.Path, saver: callbacks.Chec
 
 
 def train(config: TrainConfig, run_dir: pathlib.Path,
-          resume_from: pathlib.Path | None = None) -> TrainingResult:
+          resume_from: pathlib.Path | None = None,
+          stop_request: StopRequest | None = None) -> TrainingResult:
     """Trains (or resumes) the run in `run_dir` to `config.steps` generator steps; call
     `check_data` first.
 
@@ -180,6 +160,9 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
         run_dir: the folder the run writes.
         resume_from: the run folder to resume from when it is not `run_dir` (a worker that
             is not the chief resumes from the chief's folder and writes a scratch one).
+        stop_request: under `multi_worker`, where the caller's signal handler has noted a
+            signal since the worker started (training stops on it with the others); by
+            default, signals are noted from the first step on.
 
     Raises:
         CheckpointError: no checkpoint of the run restores.
@@ -201,11 +184,12 @@ def train(config: TrainConfig, run_dir: pathlib.Path,
             f"Give --steps above {step} to train further, --out for a new run, or "
             "--export-only to export it.")
     with _disk_full_is_an_error(checkpoint, run_dir):
-        return _train_from(gan, checkpoint, config, run_dir, resume_from)
+        return _train_from(gan, checkpoint, config, run_dir, resume_from, stop_request)
 
 
 def _train_from(gan: GAN, checkpoint: callbacks.RunCheckpoint, config: TrainConfig,
-                run_dir: pathlib.Path, resume_from: pathlib.Path | None) -> TrainingResult:
+                run_dir: pathlib.Path, resume_from: pathlib.Path | None,
+                stop_request: StopRequest | None) -> TrainingResult:
     """`train` from the restored `checkpoint`, once nothing can refuse the run."""
     step = checkpoint.step
     # Only now: a configuration whose GAN cannot restore the checkpoints (--force with another
@@ -224,10 +208,10 @@ def _train_from(gan: GAN, checkpoint: callbacks.RunCheckpoint, config: TrainConf
     logged_rows = [row for row in read_metrics((resume_from or run_dir) / "metrics.csv")
                    if row["step"] <= step]
     # A signal reaches one worker of a cluster: they stop together, at a step they agree on.
-    agreed_stop = (AgreedStop(gan.distribute_strategy) if config.strategy == "multi_worker"
-                   else None)
+    agreed_stop = (AgreedStop(gan.distribute_strategy, stop_request or StopRequest())
+                   if config.strategy == "multi_worker" else None)
     try:
-        with _SignalHandlers(agreed_stop.request if agreed_stop else _raise_stopped):
+        with SignalHandlers(agreed_stop.request.note if agreed_stop else raise_stopped):
             # Inside: this can take a while (the Inception graph).
             run_callbacks = _callbacks(config, run_dir, saver, guard, csv_logger, logged_rows)
             if agreed_stop:
@@ -316,7 +300,7 @@ def _save_after_stop(checkpoint: callbacks.RunCheckpoint, gan: GAN,
                      csv_logger: callbacks.MetricsCSVLogger, signum: int) -> None:
     """Saves the state a Ctrl-C or SIGTERM stopped at (when its weights are finite)."""
     name = signal.Signals(signum).name
-    with _SignalHandlers(signal.SIG_IGN):  # a second Ctrl-C cannot cut the save short
+    with SignalHandlers(signal.SIG_IGN):  # a second Ctrl-C cannot cut the save short
         if weights_are_finite(gan):
             print(f"\nStopped by {name} at step {checkpoint.step}; saving a checkpoint "
                   "(further Ctrl-C is ignored until it is written)...", file=sys.stderr,

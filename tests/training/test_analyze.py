@@ -198,3 +198,46 @@ def test_converge_sigmas_reaches_the_largest_singular_value(vector_updates):
         expected = np.linalg.svd(kernel, compute_uv=False)[0]
         estimate = float(collect_sigmas(model)[f"sigma/{layer.name}"])
         assert estimate == pytest.approx(expected, rel=1e-3), layer.name
+
+
+@pytest.mark.slow
+def test_input_gradient_sampling_forms_the_rows_a_sampling_run_logs(images_npz, tmp_path,
+                                                                   capsys):
+    flags = ["--dataset", "npz", "--data-dir", str(images_npz), "--image-size", "8",
+             "--batch-size", "8", "--steps", "6", "--checkpoint-every", "6",
+             "--sample-every", "6", "--fid-every", "0", "--no-export"]
+    every_step, sampling = tmp_path / "every-step", tmp_path / "every-3rd"
+    assert train.main([*flags, "--log-every", "1", "--input-gradient-every", "1",
+                       "--out", str(every_step)]) == 0
+    assert train.main([*flags, "--log-every", "6", "--input-gradient-every", "3",
+                       "--out", str(sampling)]) == 0
+    out = tmp_path / "sampling"
+    assert analyze.main(["input-gradient-sampling", str(every_step), "--every", "3",
+                         "--row-steps", "6", "--out", str(out)]) == 0
+
+    columns, rows = _read(out / "input-gradient-sampling.csv")
+    assert [(row["step"], row["column"]) for row in rows] == [
+        ("6", "grad_norm_real"), ("6", "grad_norm_fake")]
+    per_step = _read(every_step / "metrics.csv")[1]
+    logged = _read(sampling / "metrics.csv")[1][-1]
+    for row in rows:
+        values = np.array([float(step[row["column"]]) for step in per_step])
+        # The run that measured every 3rd step logged the mean of steps 1 and 4.
+        assert float(row["sampled"]) == pytest.approx(float(logged[row["column"]]), rel=1e-5)
+        assert float(row["sampled"]) == pytest.approx(values[[0, 3]].mean(), rel=1e-6)
+        assert float(row["every_step"]) == pytest.approx(values.mean(), rel=1e-6)
+        error = values.std(ddof=1) / np.sqrt(2) * np.sqrt(1 - 2 / 6)
+        assert float(row["standard_error"]) == pytest.approx(error, rel=1e-6)
+        assert float(row["z"]) == pytest.approx(
+            (values[[0, 3]].mean() - values.mean()) / error, rel=1e-5)
+    _assert_png(out / "input-gradient-sampling.png")
+    assert "grad_norm_real: 1 rows; |z| below 2 in" in capsys.readouterr().out
+
+    assert analyze.main(["input-gradient-sampling", str(sampling), "--out", str(out)]) == 2
+    assert "this needs every step's value: train it with --log-every 1" in (
+        capsys.readouterr().err)
+    assert analyze.main(["input-gradient-sampling", str(every_step), "--every", "7",
+                         "--row-steps", "6", "--out", str(out)]) == 2
+    assert "--every 7 is above --row-steps 6" in capsys.readouterr().err
+    assert analyze.main(["input-gradient-sampling", str(every_step), "--out", str(out)]) == 2
+    assert "has no 100 logged steps yet" in capsys.readouterr().err

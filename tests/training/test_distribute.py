@@ -29,6 +29,7 @@ from tests.strategies import two_cpu_strategy
 from training import cli
 from training.callbacks import RunCheckpoint, generator_step
 from training.callbacks.agreed_stop import AgreedStop
+from training.signals import SignalHandlers, StopRequest
 from training.errors import Stopped, StrategyError
 from training.distribute import (
     STRATEGY_NAMES,
@@ -126,14 +127,18 @@ def test_tpu_without_a_tpu_is_a_clear_error(monkeypatch):
 
 
 def test_agreed_stop_stops_on_a_noted_signal_and_sigterm_wins_over_ctrl_c(monkeypatch,
-                                                                          capsys):
-    stop = AgreedStop(_two_cpus())
+                                                                          capfd):
+    request = StopRequest()
+    stop = AgreedStop(_two_cpus(), request)
     stop.check()  # nothing noted: training goes on
-    stop.request(signal.SIGINT)
+    with SignalHandlers(request.note):
+        os.kill(os.getpid(), signal.SIGINT)  # noted, not raised
+    assert "Ctrl-C noted: all workers of the cluster stop after the same step" in (
+        capfd.readouterr().err)
     with pytest.raises(Stopped) as stopped:
         stop.check()
     assert stopped.value.signum == signal.SIGINT
-    assert capsys.readouterr().err == ""  # this worker's own signal: nothing more to say
+    assert capfd.readouterr().err == ""  # this worker's own signal: nothing more to say
 
     # Another worker noted SIGTERM.
     monkeypatch.setattr(stop, "_noted_by_every_replica",
@@ -141,7 +146,38 @@ def test_agreed_stop_stops_on_a_noted_signal_and_sigterm_wins_over_ctrl_c(monkey
     with pytest.raises(Stopped) as stopped:
         stop.check()
     assert stopped.value.signum == signal.SIGTERM
-    assert "SIGTERM reached another worker of the cluster" in capsys.readouterr().err
+    assert "SIGTERM reached another worker of the cluster" in capfd.readouterr().err
+
+
+_SIGNALLED_TWICE = """
+import os, signal, sys, time
+from training.signals import SignalHandlers, StopRequest
+
+request = StopRequest()
+with SignalHandlers(request.note):
+    os.kill(os.getpid(), {signum})
+    assert request.signum == {signum}, "noted, and the process goes on"
+    try:
+        os.kill(os.getpid(), {signum})
+        time.sleep(30)
+    except KeyboardInterrupt:
+        sys.exit(130)
+"""
+
+
+@pytest.mark.parametrize("stop_signal, returncode", [(signal.SIGINT, 130),
+                                                     (signal.SIGTERM, -signal.SIGTERM)])
+def test_a_second_signal_stops_a_worker_alone_at_once(stop_signal, returncode):
+    # The way out of a worker whose cluster never formed; SIGINT ignored as a child of a
+    # shell without job control inherits it.
+    process = subprocess.run(
+        [sys.executable, "-c", _SIGNALLED_TWICE.format(signum=int(stop_signal))],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert process.returncode == returncode, process.stderr
+    name = "Ctrl-C" if stop_signal == signal.SIGINT else "SIGTERM"
+    assert f"{name} noted" in process.stderr
+    assert f"{name} again: this worker stops alone, without a checkpoint" in process.stderr
 
 
 # --- global_batch_loss and replica_latents ---------------------------------------------------
@@ -451,48 +487,89 @@ def test_the_training_command_on_two_workers_writes_one_run_folder_and_resumes(t
         assert "on a filesystem they share" in stderr and "Traceback" not in stderr
 
 
-@pytest.mark.multiworker
-@pytest.mark.parametrize("signalled, stop_signal, exit_code", [
-    (1, signal.SIGTERM, 143), (0, signal.SIGINT, 130)], ids=["term-worker-1", "ctrl-c-chief"])
-def test_a_signal_to_one_worker_stops_both_after_the_same_step_and_the_run_resumes(
-        tmp_path, signalled, stop_signal, exit_code):
-    run = tmp_path / "run"
-    # Rows and saves far apart: the run folder's only checkpoint is the stop's.
-    flags = [*_small_run_flags(tmp_path), "--log-every", "1000", "--sample-every", "1000",
-             "--checkpoint-every", "1000", "--strategy", "multi_worker", "--out", str(run)]
-    with _started_workers(tmp_path, *flags, "--steps", "10000",
-                          module="training.train") as (processes, logs):
+def _signal_one_worker(tmp_path: pathlib.Path, flags: list[str], signalled: int,
+                       stop_signal: signal.Signals, when: str) -> list[tuple[str, str]]:
+    """Starts the training command as two workers, sends `stop_signal` to worker `signalled`
+    once its stdout matches `when`, and returns the workers' (stdout, stderr) once both have
+    exited with the signal's exit code (or fails the test)."""
+    with _started_workers(tmp_path, *flags, module="training.train") as (processes, logs):
         deadline = time.monotonic() + WORKER_START_TIMEOUT_S
-        # Both print a progress line after their first step.
-        while not all(re.search(r"^step \d+/10000", out, re.MULTILINE)
-                      for out, _ in _outputs(logs)):
+        while not re.search(when, _outputs(logs)[signalled][0], re.MULTILINE):
             if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                _fail_showing_stderr("the workers did not start training", processes,
+                _fail_showing_stderr(f"worker {signalled} did not print {when!r}", processes,
                                      _outputs(logs))
-            time.sleep(0.5)
+            time.sleep(0.1)
         processes[signalled].send_signal(stop_signal)
-        problem = _wait(processes, time.monotonic() + STOP_TIMEOUT_S, expected=exit_code)
+        problem = _wait(processes, time.monotonic() + STOP_TIMEOUT_S,
+                        expected=cli.EXIT_SIGNAL[stop_signal])
         outputs = _outputs(logs)
     if problem:
         _fail_showing_stderr(problem, processes, outputs)
-
-    stops = [re.findall(rf"Stopped by {stop_signal.name} at step (\d+)", err)
-             for _, err in outputs]
-    assert len(stops[0]) == 1 and stops[1] == stops[0], stops
-    step = int(stops[0][0])
-    assert [path.name for path in (run / "checkpoints").glob("ckpt-*.index")] == [
-        f"ckpt-{step}.index"]
     for _, stderr in outputs:
         assert "Run the same command to resume" in stderr and "Traceback" not in stderr
     # The other worker learnt of the signal from the cluster; the chief wrote the checkpoint.
     assert f"{stop_signal.name} reached another worker" in outputs[1 - signalled][1]
     assert not [path for index in range(2) for path in (tmp_path / f"tmp{index}").iterdir()]
+    return outputs
+
+
+def _stop_steps(outputs: list[tuple[str, str]], stop_signal: signal.Signals) -> list[list[str]]:
+    return [re.findall(rf"Stopped by {stop_signal.name} at step (\d+)", err)
+            for _, err in outputs]
+
+
+@pytest.mark.multiworker
+@pytest.mark.parametrize("signalled, stop_signal", [(1, signal.SIGTERM), (0, signal.SIGINT)],
+                         ids=["term-worker-1", "ctrl-c-chief"])
+def test_a_signal_to_one_worker_stops_both_after_the_same_step_and_the_run_resumes(
+        tmp_path, signalled, stop_signal):
+    run = tmp_path / "run"
+    # Rows and saves far apart: the run folder's only checkpoint is the stop's.
+    flags = [*_small_run_flags(tmp_path), "--log-every", "1000", "--sample-every", "1000",
+             "--checkpoint-every", "1000", "--strategy", "multi_worker", "--out", str(run)]
+    # After a progress line: after the first step.
+    outputs = _signal_one_worker(tmp_path, [*flags, "--steps", "10000"], signalled,
+                                 stop_signal, when=r"^step \d+/10000")
+
+    stops = _stop_steps(outputs, stop_signal)
+    assert len(stops[0]) == 1 and stops[1] == stops[0], stops
+    step = int(stops[0][0])
+    assert [path.name for path in (run / "checkpoints").glob("ckpt-*.index")] == [
+        f"ckpt-{step}.index"]
 
     stdouts = _run_workers(tmp_path, *flags, "--steps", str(step + 2), module="training.train",
                            timeout_s=600)
     for stdout in stdouts:
         assert f" from step {step} (" in stdout, stdout
     assert (run / "checkpoints" / f"ckpt-{step + 2}.index").exists()
+
+
+@pytest.mark.multiworker
+def test_a_signal_to_one_worker_as_tensorflow_starts_stops_both_before_the_first_step(tmp_path):
+    # Before the strategy exists: the other worker would wait for this one for ever.
+    outputs = _signal_one_worker(
+        tmp_path, [*_small_run_flags(tmp_path), "--strategy", "multi_worker", "--steps", "10",
+                   "--out", str(tmp_path / "run")],
+        signalled=1, stop_signal=signal.SIGTERM, when="^starting TensorFlow")
+    assert _stop_steps(outputs, signal.SIGTERM) == [["0"], ["0"]]
+    assert "SIGTERM noted" in outputs[1][1]
+
+
+def test_a_signal_during_a_multi_worker_export_ends_the_export_then_the_run(tmp_path):
+    # Workers export together, so a signal to one is acted on after the export, by each.
+    port, = _free_ports(1)
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="-1", TF_CONFIG=json.dumps(
+        {"cluster": {"worker": [f"localhost:{port}"]}, "task": {"type": "worker", "index": 0}}))
+    process = subprocess.run(
+        [sys.executable, "-m", "tests.training.train_signalled_at_export",
+         *_small_run_flags(tmp_path)[:-1], "--strategy", "multi_worker", "--steps", "2",
+         "--out", str(tmp_path / "run"), "--saved-models", str(tmp_path / "saved_models")],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    assert process.returncode == cli.EXIT_SIGNAL[signal.SIGTERM], process.stderr
+    assert "Stopped by SIGTERM after the run's end: it is complete at step 2" in process.stderr
+    assert "Traceback" not in process.stderr
+    assert (tmp_path / "saved_models" / "run" / "saved_model.pb").exists()
 
 
 @pytest.mark.multiworker

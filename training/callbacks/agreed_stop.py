@@ -10,6 +10,7 @@ import keras
 import tensorflow as tf
 
 from training.errors import Stopped
+from training.signals import StopRequest
 
 
 class AgreedStop(keras.callbacks.Callback):
@@ -17,24 +18,21 @@ class AgreedStop(keras.callbacks.Callback):
     Ctrl-C or SIGTERM reaches any of them.
 
     A signal usually reaches one worker only; a worker that stopped alone would leave the
-    others waiting in the next all-reduce for ever. So `request`, the signal handler, only
-    notes the signal, and `check`, before each step and wherever the trainer calls it, gathers
-    the noted signals of all workers: a collective, so every worker calls it at the same
-    points. When any worker noted one, every worker raises `Stopped` there, after the same
-    step, and saves the same checkpoint. SIGTERM wins over Ctrl-C when both arrived.
+    others waiting in the next all-reduce for ever. So the signal handler only notes the
+    signal (`StopRequest.note`), and `check`, before each step and wherever the trainer calls
+    it, gathers the noted signals of all workers: a collective, so every worker calls it at
+    the same points. When any worker noted one, every worker raises `Stopped` there, after the
+    same step, and saves the same checkpoint. SIGTERM wins over Ctrl-C when both arrived.
 
     Args:
         strategy: the cluster's strategy.
+        request: where this worker's signal handler notes a signal.
     """
 
-    def __init__(self, strategy: tf.distribute.Strategy):
+    def __init__(self, strategy: tf.distribute.Strategy, request: StopRequest):
         super().__init__()
         self.strategy = strategy
-        self.requested = 0  # the signal that reached this worker; 0: none
-
-    def request(self, signum: int, frame=None) -> None:
-        """A signal handler: notes `signum` for the next `check`."""
-        self.requested = signum
+        self.request = request
 
     def check(self) -> None:
         """Raises `Stopped` with the signal when one reached any worker. Every worker must
@@ -43,12 +41,12 @@ class AgreedStop(keras.callbacks.Callback):
         Raises:
             Stopped: a worker of the cluster noted Ctrl-C or SIGTERM.
         """
-        noted = self._noted_by_every_replica(tf.constant(self.requested, tf.int32))
+        noted = self._noted_by_every_replica(tf.constant(self.request.signum, tf.int32))
         requested = set(noted.numpy().tolist()) - {0}
         if not requested:
             return
         signum = max(requested)
-        if self.requested != signum:
+        if self.request.signum != signum:
             print(f"\n{signal.Signals(signum).name} reached another worker of the cluster: "
                   "all stop after this step.", file=sys.stderr, flush=True)
         raise Stopped(signum)
