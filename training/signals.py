@@ -10,7 +10,7 @@ from typing import Callable
 
 from training.errors import Stopped
 
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class SignalHandlers:
@@ -25,7 +25,7 @@ class SignalHandlers:
         self.handler = handler
 
     def __enter__(self) -> SignalHandlers:
-        self.previous = {signum: signal.signal(signum, self.handler) for signum in STOP_SIGNALS}
+        self.previous = {signum: signal.signal(signum, self.handler) for signum in _STOP_SIGNALS}
         return self
 
     def __exit__(self, *exc_info) -> None:

@@ -18,7 +18,7 @@ import statistics
 
 from training.callbacks.metrics_csv import read_metrics
 from training.errors import RunFolderError, UsageError
-from training.experiments.reporting import pyplot, save_figure, write_csv
+from training.experiments.reporting import grouped, pyplot, save_figure, write_csv
 from training.runs import saved_config
 
 COLUMNS = ("grad_norm_real", "grad_norm_fake")
@@ -82,8 +82,7 @@ def summary(rows: list[dict]) -> list[str]:
     """A line per statistic: how far the sampled rows are from the every-step rows, in
     standard errors and against the curve's own change from row to row."""
     lines = []
-    for column in COLUMNS:
-        of_column = [row for row in rows if row["column"] == column]
+    for column, of_column in grouped(rows, "column").items():
         z = [abs(row["z"]) for row in of_column]
         differences = [abs(row["sampled"] - row["every_step"]) for row in of_column]
         changes = [abs(b["every_step"] - a["every_step"])
@@ -99,8 +98,7 @@ def summary(rows: list[dict]) -> list[str]:
 def _plot(rows: list[dict], every: int, row_steps: int, path: pathlib.Path) -> None:
     plt = pyplot()
     figure, panels = plt.subplots(1, len(COLUMNS), figsize=(6 * len(COLUMNS), 4))
-    for axes, column in zip(panels, COLUMNS):
-        of_column = [row for row in rows if row["column"] == column]
+    for axes, (column, of_column) in zip(panels, grouped(rows, "column").items()):
         steps = [row["step"] for row in of_column]
         axes.plot(steps, [row["every_step"] for row in of_column], color="black",
                   label="every step")
